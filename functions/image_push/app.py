@@ -1,0 +1,61 @@
+"""ImagePushFunction: an ECR push (EventBridge "ECR Image Action") becomes a catalog entry and
+one SSM pull command per target cluster. Idempotent on the event id."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from prefetcher import clients, push
+from prefetcher.edge import Rejected, parse_or_quarantine
+from prefetcher.events import EcrImageActionEvent
+from prefetcher.settings import ImagePushSettings
+from prefetcher.store import AuditTable
+
+SETTINGS = ImagePushSettings.from_environ(os.environ)
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.history_ttl_days))
+PERSISTENCE = DynamoDBPersistenceLayer(
+    table_name=SETTINGS.table_name,
+    key_attr="pk",
+    sort_key_attr="sk",
+    static_pk_value="idempotency#ImagePushFunction",
+    expiry_attr="expires_at",
+    boto3_client=clients.client("dynamodb"),
+)
+EVENT_ONCE = IdempotencyConfig(event_key_jmespath="id", raise_on_no_idempotency_key=True, expires_after_seconds=86_400)
+SEND_ONCE = IdempotencyConfig(expires_after_seconds=86_400)
+DISPATCH = push.idempotent_dispatch(SETTINGS, TABLE, PERSISTENCE, SEND_ONCE)
+
+
+@idempotent_function(data_keyword_argument="event", persistence_store=PERSISTENCE, config=EVENT_ONCE)
+def handle(event: EcrImageActionEvent) -> dict[str, Any]:
+    result = push.handle_push(event, SETTINGS, TABLE, dispatch=DISPATCH)
+    metrics.add_metric(name=f"Pushes{result.action.capitalize()}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="CommandsSent", unit=MetricUnit.Count, value=len(result.commands))
+    return result.as_dict()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    parsed = parse_or_quarantine(event, EcrImageActionEvent, SETTINGS.dead_letter_queue_url, "ImagePushFunction")
+    if isinstance(parsed, Rejected):
+        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
+        return parsed.as_dict()
+    EVENT_ONCE.register_lambda_context(context)
+    SEND_ONCE.register_lambda_context(context)
+    return handle(event=parsed)

@@ -1,0 +1,60 @@
+"""SsmAuditFunction: SSM invocation status events of our document (through the audit queue)
+become per-image, per-node records in the audit table. Partial batch failures: a record that
+cannot be applied yet is retried by the queue; a malformed one goes to the dead-letter queue."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from prefetcher import audit
+from prefetcher.edge import Rejected, parse_or_quarantine
+from prefetcher.events import CommandInvocationEvent
+from prefetcher.settings import AuditSettings
+from prefetcher.store import AuditTable
+
+SETTINGS = AuditSettings.from_environ(os.environ)
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.history_ttl_days))
+processor = BatchProcessor(event_type=EventType.SQS)
+
+_STATE_METRICS = {
+    "cached": "NodeImagesCached",
+    "present": "NodeImagesPresent",
+    "failed": "NodeImagesFailed",
+    "timed-out": "NodeImagesTimedOut",
+    "undeliverable": "NodeImagesUndeliverable",
+    "skipped-disk": "NodeImagesSkippedDisk",
+}
+
+
+def record_handler(record: SQSRecord) -> str:
+    event = parse_or_quarantine(record.body, CommandInvocationEvent, SETTINGS.dead_letter_queue_url, "SsmAuditFunction")
+    if isinstance(event, Rejected):
+        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
+        return event.reason
+    result = audit.handle_status(event, SETTINGS, TABLE)
+    for update in result.applied:
+        name = _STATE_METRICS.get(str(update.state))
+        if name:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        if update.state.holds_image and update.finished_at:
+            seconds = (update.finished_at - update.requested_at).total_seconds()
+            metrics.add_metric(name="TimeToCachedSeconds", unit=MetricUnit.Seconds, value=max(seconds, 0))
+    return result.action
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -1,0 +1,91 @@
+"""The audit path: an SSM invocation of our document changed status; record what it means for
+each image on that node."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aws_lambda_powertools import Logger
+
+from prefetcher import ssm, states
+from prefetcher.errors import CommandNotFoundError, TransientError
+from prefetcher.events import CommandInvocationEvent
+from prefetcher.settings import AuditSettings
+from prefetcher.states import Invocation, NodeImageUpdate
+from prefetcher.store import AuditTable
+
+logger = Logger(child=True)
+
+GetInvocation = Callable[[str, str], Invocation]
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    action: str  # ignored | applied
+    reason: str = ""
+    applied: list[NodeImageUpdate] = field(default_factory=list)
+    stale: int = 0
+
+
+def is_our_document(document_name: str, ours: str) -> bool:
+    # Events name the document; shared documents are named by ARN (…:document/<name>).
+    return document_name == ours or document_name.rsplit("/", 1)[-1] == ours
+
+
+def handle_status(
+    event: CommandInvocationEvent,
+    settings: AuditSettings,
+    table: AuditTable,
+    get_invocation: GetInvocation = ssm.get_invocation,
+) -> AuditResult:
+    detail = event.detail
+    if not is_our_document(detail.document_name, settings.document_name):
+        reason = f"document {detail.document_name} is not ours ({settings.document_name})"
+        logger.info("status ignored", extra={"reason": reason, "event_id": event.id})
+        return AuditResult(action="ignored", reason=reason)
+
+    command = table.get_command(detail.command_id)
+    if command is None:
+        raise CommandNotFoundError(
+            f"command {detail.command_id} is not recorded (yet): the status event is early or the "
+            "command was not sent by eks-image-prefetcher"
+        )
+
+    invocation = None
+    if detail.status in states.TERMINAL_STATUSES:
+        invocation = get_invocation(detail.command_id, detail.instance_id)
+        if invocation.status not in states.TERMINAL_STATUSES:
+            raise TransientError(
+                f"invocation {detail.command_id}/{detail.instance_id} is {invocation.status} in the API "
+                f"but {detail.status} in the event: not readable yet"
+            )
+
+    updates = states.plan(
+        status=detail.status,
+        observed_at=event.time,
+        requested_at=detail.requested_date_time,
+        command_id=detail.command_id,
+        instance_id=detail.instance_id,
+        cluster=command.cluster,
+        images=list(command.images),
+        invocation=invocation,
+    )
+    table.touch_node(command.cluster, detail.instance_id, event.time)
+    applied, stale = [], 0
+    for update in updates:
+        if table.apply(update):
+            applied.append(update)
+        else:
+            stale += 1
+    logger.info(
+        "status recorded",
+        extra={
+            "command_id": detail.command_id,
+            "instance_id": detail.instance_id,
+            "status": detail.status,
+            "states": {u.image.pinned: str(u.state) for u in updates},
+            "stale": stale,
+        },
+    )
+    return AuditResult(action="applied", applied=applied, stale=stale)

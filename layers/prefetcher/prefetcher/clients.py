@@ -1,0 +1,64 @@
+"""The one place that builds AWS clients.
+
+Clients are created lazily, on first use, and reused for the life of the process (across Lambda
+invocations). Endpoints come from boto3's own configuration (`AWS_ENDPOINT_URL`,
+`AWS_ENDPOINT_URL_<SERVICE>`), so the cloud and the local stack share one code path. Retry
+behaviour comes from `AWS_RETRY_MODE` / `AWS_MAX_ATTEMPTS`, which template.yaml sets for every
+function (standard mode), so the retry budget lives in one reviewed place.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from prefetcher import __version__
+
+_CONFIG = Config(
+    connect_timeout=3,
+    read_timeout=10,
+    user_agent_extra=f"eks-image-prefetcher/{__version__}",
+)
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, str | None], Any] = {}
+_on_create: list[Callable[[str, Any], None]] = []
+
+
+def client(service: str, region: str | None = None) -> Any:
+    """Return the shared client for `service` (created on first use)."""
+    key = (service, region)
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            found = boto3.session.Session().client(service, region_name=region, config=_CONFIG)  # type: ignore[call-overload]
+            for hook in _on_create:
+                hook(service, found)
+            _clients[key] = found
+    return found
+
+
+def on_create(hook: Callable[[str, Any], None]) -> Callable[[], None]:
+    """Call `hook(service, client)` for every client created from now on (benchmarks count
+    calls and the fault-injection tests inject errors this way). Returns a function that
+    removes the hook."""
+    _on_create.append(hook)
+
+    def remove() -> None:
+        if hook in _on_create:
+            _on_create.remove(hook)
+
+    return remove
+
+
+def reset() -> None:
+    """Forget every client (tests and the local stack call this when endpoints change)."""
+    with _lock:
+        _clients.clear()

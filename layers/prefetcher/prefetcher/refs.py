@@ -1,0 +1,119 @@
+"""Image references: the one definition of what a registry, repository, tag and digest may look
+like. The same regular expressions appear, literally, as `allowedPattern`s of the SSM document
+in template.yaml and in the node agent; tests/unit/test_document.py checks that they agree.
+
+The patterns are POSIX extended regular expressions (no `\\d`, no `(?:`), so bash's `=~`, the SSM
+service and Python all read them the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Lengths are checked apart from the patterns (255 for a registry, 256 for a repository).
+# A DNS name (lowercase), optionally with a port: 123456789012.dkr.ecr.us-east-1.amazonaws.com,
+# localhost:5000, 127.0.0.1:5000.
+REGISTRY = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?"
+# ECR's repository-name pattern (CreateRepository), which is stricter than Docker's.
+REPOSITORY = r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+# A Docker/OCI tag.
+TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+DIGEST = r"sha256:[a-f0-9]{64}"
+# One image as the agent receives it: registry/repository[:tag]@sha256:digest.
+IMAGE_ITEM = rf"{REGISTRY}/{REPOSITORY}(:{TAG})?@{DIGEST}"
+MAX_IMAGES_PER_COMMAND = 50
+# Counted repetition would make POSIX regex engines (bash's) compile huge automata, so the list
+# is `*` here and its length is checked separately (MAX_IMAGES_PER_COMMAND, IMAGES_MAX_LENGTH).
+IMAGES_PARAMETER = rf"^{IMAGE_ITEM}(,{IMAGE_ITEM})*$"
+IMAGES_MAX_LENGTH = 32_000
+
+REPOSITORY_MAX = 256
+_registry = re.compile(rf"^{REGISTRY}$")
+_repository = re.compile(rf"^{REPOSITORY}$")
+_tag = re.compile(rf"^{TAG}$")
+_digest = re.compile(rf"^{DIGEST}$")
+
+
+def is_registry(value: str) -> bool:
+    return len(value) <= 255 and bool(_registry.match(value))
+
+
+def is_repository(value: str) -> bool:
+    return 2 <= len(value) <= REPOSITORY_MAX and bool(_repository.match(value))
+
+
+def is_tag(value: str) -> bool:
+    return bool(_tag.match(value))
+
+
+def is_digest(value: str) -> bool:
+    return bool(_digest.match(value))
+
+
+def ecr_registry(account: str, region: str) -> str:
+    """The private registry host of an account and region (China regions end in .com.cn)."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{account}.dkr.ecr.{region}.{suffix}"
+
+
+@dataclass(frozen=True, order=True)
+class ImageRef:
+    """One image, always pinned to a digest; the tag (if any) is the name the kubelet will use."""
+
+    registry: str
+    repository: str
+    digest: str
+    tag: str = ""
+
+    def __post_init__(self) -> None:
+        if not is_registry(self.registry):
+            raise ValueError(f"invalid registry host {self.registry[:80]!r}")
+        if not is_repository(self.repository):
+            raise ValueError(f"invalid repository name {self.repository[:80]!r}")
+        if not is_digest(self.digest):
+            raise ValueError(f"invalid digest {self.digest[:80]!r} (expected sha256:<64 hex>)")
+        if self.tag and not is_tag(self.tag):
+            raise ValueError(f"invalid tag {self.tag[:80]!r}")
+
+    @property
+    def pinned(self) -> str:
+        """What nodes pull: registry/repository@sha256:..."""
+        return f"{self.registry}/{self.repository}@{self.digest}"
+
+    @property
+    def tagged(self) -> str:
+        """The name a Pod uses: registry/repository:tag."""
+        return f"{self.registry}/{self.repository}:{self.tag}"
+
+    @property
+    def agent_item(self) -> str:
+        """The form the node agent takes: registry/repository[:tag]@sha256:..."""
+        name = f"{self.registry}/{self.repository}"
+        return f"{name}:{self.tag}@{self.digest}" if self.tag else f"{name}@{self.digest}"
+
+    @property
+    def key(self) -> str:
+        """The audit table's name for the image: repository@digest (registry-independent)."""
+        return f"{self.repository}@{self.digest}"
+
+    @classmethod
+    def parse_agent_item(cls, item: str) -> ImageRef:
+        if not re.match(rf"^{IMAGE_ITEM}$", item):
+            raise ValueError(f"not an image reference of the form registry/repo[:tag]@sha256:...: {item[:120]!r}")
+        name, digest = item.rsplit("@", 1)
+        registry, rest = name.split("/", 1)
+        repository, _, tag = rest.partition(":")
+        return cls(registry=registry, repository=repository, digest=digest, tag=tag)
+
+
+def images_parameter(images: list[ImageRef]) -> str:
+    """The SSM document's `Images` parameter: comma-separated agent items."""
+    if not images:
+        raise ValueError("at least one image is needed")
+    if len(images) > MAX_IMAGES_PER_COMMAND:
+        raise ValueError(f"at most {MAX_IMAGES_PER_COMMAND} images per command, got {len(images)}")
+    value = ",".join(image.agent_item for image in images)
+    if len(value) > IMAGES_MAX_LENGTH:
+        raise ValueError(f"the Images parameter would be {len(value)} characters, above {IMAGES_MAX_LENGTH}")
+    return value

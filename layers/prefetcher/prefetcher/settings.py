@@ -1,0 +1,116 @@
+"""Each function's configuration: its environment (set by template.yaml), validated once at cold
+start. Handlers build these; logic receives them and never reads os.environ itself."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from prefetcher.errors import ConfigurationError
+
+CLUSTER_NAME = r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$"  # EKS CreateCluster's pattern
+NODE_GROUP_NAME = r"^[0-9A-Za-z][A-Za-z0-9_.-]{0,62}$"
+# SendCommand's own patterns for MaxConcurrency and MaxErrors.
+MAX_CONCURRENCY = r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$"
+MAX_ERRORS = r"^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$"
+
+
+def _split(value: object) -> object:
+    """Template parameters arrive as comma-separated strings; blanks are dropped."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+CommaList = Annotated[tuple[str, ...], BeforeValidator(_split)]
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    table_name: str = Field(alias="TABLE_NAME", min_length=3, max_length=255)
+    dead_letter_queue_url: str = Field("", alias="DEAD_LETTER_QUEUE_URL")
+    history_ttl_days: int = Field(90, alias="HISTORY_TTL_DAYS", ge=1, le=3650)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Self:
+        try:
+            return cls.model_validate(dict(environ))
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
+            )
+            raise ConfigurationError(f"{cls.__name__} from the environment is invalid: {problems}") from None
+
+
+class AgentSettings(BaseModel):
+    """What every pull command passes to the node agent (both the push and the join path)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    document_name: str = Field(alias="DOCUMENT_NAME", min_length=3, max_length=128)
+    max_concurrency: str = Field("10%", alias="MAX_CONCURRENCY", pattern=MAX_CONCURRENCY)
+    max_errors: str = Field("10%", alias="MAX_ERRORS", pattern=MAX_ERRORS)
+    # SendCommand TimeoutSeconds: how long SSM keeps trying to deliver to a node.
+    delivery_timeout_seconds: int = Field(600, alias="DELIVERY_TIMEOUT_SECONDS", ge=30, le=2_592_000)
+    # The document's executionTimeout: how long the agent script may run on a node.
+    execution_timeout_seconds: int = Field(3600, alias="EXECUTION_TIMEOUT_SECONDS", ge=60, le=172_800)
+    min_free_disk_mib: int = Field(2048, alias="MIN_FREE_DISK_MIB", ge=0, le=10_000_000)
+    pull_parallelism: int = Field(3, alias="PULL_PARALLELISM", ge=1, le=16)
+    pull_timeout_seconds: int = Field(1800, alias="PULL_TIMEOUT_SECONDS", ge=30, le=86_400)
+    cleanup_superseded: bool = Field(False, alias="CLEANUP_SUPERSEDED")
+
+
+class SelectionSettings(BaseModel):
+    """Which clusters (and optionally node groups) get the images."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    target_clusters: CommaList = Field(alias="TARGET_CLUSTERS", min_length=1)
+    target_node_groups: CommaList = Field((), alias="TARGET_NODE_GROUPS")
+
+    @field_validator("target_clusters")
+    @classmethod
+    def _clusters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in value if not re.match(CLUSTER_NAME, name)]
+        if bad:
+            raise ValueError(f"not EKS cluster names: {bad}")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("target_node_groups")
+    @classmethod
+    def _node_groups(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in value if not re.match(NODE_GROUP_NAME, name)]
+        if bad:
+            raise ValueError(f"not node group / node pool names: {bad}")
+        return tuple(dict.fromkeys(value))
+
+
+class ImagePushSettings(_Settings):
+    repository_patterns: CommaList = Field(("*",), alias="REPOSITORY_PATTERNS", min_length=1)
+    tag_patterns: CommaList = Field(("*",), alias="TAG_PATTERNS", min_length=1)
+    selection: SelectionSettings
+    agent: AgentSettings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, data: object) -> object:
+        # The environment is flat; the selection and agent groups read the same variables.
+        if isinstance(data, dict):
+            return {**data, "selection": data.get("selection", data), "agent": data.get("agent", data)}
+        return data
+
+
+class AuditSettings(_Settings):
+    document_name: str = Field(alias="DOCUMENT_NAME", min_length=3, max_length=128)

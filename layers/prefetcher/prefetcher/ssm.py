@@ -1,0 +1,105 @@
+"""Run Command: send our document, read an invocation's result. Turns SSM's errors into ours."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from prefetcher import clients
+from prefetcher.errors import ConfigurationError, NodeNotReachableError, TransientError
+from prefetcher.fleet import CommandTarget
+from prefetcher.refs import ImageRef, images_parameter
+from prefetcher.settings import AgentSettings
+from prefetcher.states import Invocation
+
+COMMENT_MAX = 100
+
+
+def agent_parameters(images: list[ImageRef], agent: AgentSettings) -> dict[str, list[str]]:
+    """The document's parameters. Every value matches an allowedPattern in template.yaml and
+    reaches the script only as an SSM_<name> environment variable."""
+    return {
+        "Images": [images_parameter(images)],
+        "MinFreeDiskMiB": [str(agent.min_free_disk_mib)],
+        "Parallelism": [str(agent.pull_parallelism)],
+        "PullTimeoutSeconds": [str(agent.pull_timeout_seconds)],
+        "CleanupSuperseded": ["true" if agent.cleanup_superseded else "false"],
+        "executionTimeout": [str(agent.execution_timeout_seconds)],
+    }
+
+
+def send_pull(
+    images: list[ImageRef],
+    agent: AgentSettings,
+    comment: str,
+    *,
+    target: CommandTarget | None = None,
+    instance_ids: list[str] | None = None,
+) -> tuple[str, datetime]:
+    """Send one pull command, by tag targets or to named instances. Returns the command id and
+    SSM's requested time."""
+    request: dict[str, Any] = {
+        "DocumentName": agent.document_name,
+        "Parameters": agent_parameters(images, agent),
+        "TimeoutSeconds": agent.delivery_timeout_seconds,
+        "MaxConcurrency": agent.max_concurrency,
+        "MaxErrors": agent.max_errors,
+        "Comment": comment[:COMMENT_MAX],
+    }
+    if target is not None:
+        request["Targets"] = target.as_api()
+    elif instance_ids:
+        request["InstanceIds"] = instance_ids
+    else:
+        raise ValueError("send_pull needs a target or instance ids")
+    try:
+        answer = clients.client("ssm").send_command(**request)
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        message = error.response["Error"].get("Message", "")
+        if code == "InvalidInstanceId":
+            raise NodeNotReachableError(f"SSM cannot reach {instance_ids}: {message}") from None
+        if code in ("InvalidDocument", "InvalidParameters", "InvalidDocumentVersion", "InvalidRole"):
+            raise ConfigurationError(f"SendCommand rejected the request ({code}): {message}") from None
+        if code in ("ThrottlingException", "InternalServerError", "ServiceUnavailable"):
+            raise TransientError(f"SendCommand failed after retries ({code}): {message}") from None
+        raise
+    command = answer["Command"]
+    return command["CommandId"], command["RequestedDateTime"]
+
+
+def _time(value: object) -> datetime | None:
+    moment: datetime | None = None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
+def get_invocation(command_id: str, instance_id: str) -> Invocation:
+    """What a finished invocation printed and why it ended."""
+    try:
+        answer = clients.client("ssm").get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        if code in ("InvocationDoesNotExist", "ThrottlingException", "InternalServerError"):
+            # Right after the send, the invocation may not be readable yet (eventual consistency).
+            raise TransientError(f"GetCommandInvocation {command_id}/{instance_id}: {code}") from None
+        raise
+    return Invocation(
+        status=answer.get("Status", ""),
+        status_details=answer.get("StatusDetails", ""),
+        response_code=int(answer.get("ResponseCode", -1)),
+        stdout=answer.get("StandardOutputContent", ""),
+        stderr=answer.get("StandardErrorContent", ""),
+        started_at=_time(answer.get("ExecutionStartDateTime")),
+        finished_at=_time(answer.get("ExecutionEndDateTime")),
+    )
