@@ -27,20 +27,26 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.history_ttl_days))
-PERSISTENCE = DynamoDBPersistenceLayer(
-    table_name=SETTINGS.table_name,
-    key_attr="pk",
-    sort_key_attr="sk",
-    static_pk_value="idempotency#ImagePushFunction",
-    expiry_attr="expires_at",
-    boto3_client=clients.client("dynamodb"),
-)
+
+
+def _persistence() -> DynamoDBPersistenceLayer:
+    # One per idempotency config: a persistence layer keeps the first config it is used with.
+    return DynamoDBPersistenceLayer(
+        table_name=SETTINGS.table_name,
+        key_attr="pk",
+        sort_key_attr="sk",
+        static_pk_value="idempotency#ImagePushFunction",
+        expiry_attr="expires_at",
+        boto3_client=clients.client("dynamodb"),
+    )
+
+
 EVENT_ONCE = IdempotencyConfig(event_key_jmespath="id", raise_on_no_idempotency_key=True, expires_after_seconds=86_400)
-SEND_ONCE = IdempotencyConfig(expires_after_seconds=86_400)
-DISPATCH = push.idempotent_dispatch(SETTINGS, TABLE, PERSISTENCE, SEND_ONCE)
+SEND_ONCE = IdempotencyConfig(raise_on_no_idempotency_key=True, expires_after_seconds=86_400)
+DISPATCH = push.idempotent_dispatch(SETTINGS, TABLE, _persistence(), SEND_ONCE)
 
 
-@idempotent_function(data_keyword_argument="event", persistence_store=PERSISTENCE, config=EVENT_ONCE)
+@idempotent_function(data_keyword_argument="event", persistence_store=_persistence(), config=EVENT_ONCE)
 def handle(event: EcrImageActionEvent) -> dict[str, Any]:
     result = push.handle_push(event, SETTINGS, TABLE, dispatch=DISPATCH)
     metrics.add_metric(name=f"Pushes{result.action.capitalize()}", unit=MetricUnit.Count, value=1)

@@ -43,6 +43,7 @@ def record_handler(record: SQSRecord) -> str:
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         return event.reason
     result = audit.handle_status(event, SETTINGS, TABLE)
+    metrics.add_metric(name="StatusEventsApplied", unit=MetricUnit.Count, value=1)
     for update in result.applied:
         name = _STATE_METRICS.get(str(update.state))
         if name:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -46,8 +47,13 @@ def parse_iso(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _serialize(value: Any) -> Any:
+    # DynamoDB numbers are decimals; a float goes through its shortest repr.
+    return _ser.serialize(Decimal(repr(value)) if isinstance(value, float) else value)
+
+
 def _item(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: _ser.serialize(value) for key, value in values.items() if value is not None}
+    return {key: _serialize(value) for key, value in values.items() if value is not None}
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +61,82 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _values(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: _ser.serialize(value) for key, value in values.items()}
+    return {key: _serialize(value) for key, value in values.items()}
+
+
+class Update:
+    """An UpdateItem expression built from attribute names and values. Every name goes through
+    a placeholder: DynamoDB reserves hundreds of words (`cluster`, `state`, `bytes`, ...)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+        self._sets: list[str] = []
+        self._adds: list[str] = []
+        self._removes: list[str] = []
+
+    def name(self, attribute: str) -> str:
+        placeholder = f"#{attribute}"
+        self.names[placeholder] = attribute
+        return placeholder
+
+    def value(self, value: Any) -> str:
+        placeholder = f":v{len(self.values)}"
+        self.values[placeholder] = _serialize(value)
+        return placeholder
+
+    def set(self, **attributes: Any) -> Update:
+        for attribute, value in attributes.items():
+            if value is None:
+                continue
+            self._sets.append(f"{self.name(attribute)} = {self.value(value)}")
+        return self
+
+    def set_if_missing(self, **attributes: Any) -> Update:
+        for attribute, value in attributes.items():
+            name = self.name(attribute)
+            self._sets.append(f"{name} = if_not_exists({name}, {self.value(value)})")
+        return self
+
+    def copy_to(self, target: str, source: str, default: Any) -> Update:
+        """SET target = source's value before this update (or `default`)."""
+        self._sets.append(f"{self.name(target)} = if_not_exists({self.name(source)}, {self.value(default)})")
+        return self
+
+    def add(self, **attributes: Any) -> Update:
+        for attribute, value in attributes.items():
+            self._adds.append(f"{self.name(attribute)} {self.value(value)}")
+        return self
+
+    def remove(self, *attributes: str) -> Update:
+        self._removes += [self.name(attribute) for attribute in attributes]
+        return self
+
+    def request(self, key: dict[str, Any], condition: str = "", **extra: Any) -> dict[str, Any]:
+        """update_item arguments; `condition` may use {name} for placeholders of attributes and
+        values passed as extra `values` (see `condition_newer`)."""
+        clauses = []
+        if self._sets:
+            clauses.append("SET " + ", ".join(self._sets))
+        if self._adds:
+            clauses.append("ADD " + ", ".join(self._adds))
+        if self._removes:
+            clauses.append("REMOVE " + ", ".join(self._removes))
+        request: dict[str, Any] = {
+            "Key": _item(key),
+            "UpdateExpression": " ".join(clauses),
+            "ExpressionAttributeNames": self.names,
+            "ExpressionAttributeValues": self.values,
+            **extra,
+        }
+        if condition:
+            request["ConditionExpression"] = condition
+        return request
+
+    def newer_than_stored(self, version: str, allow_equal: bool = False) -> str:
+        """A condition: the item is new, or its `version` is older than `version`."""
+        operator = "<=" if allow_equal else "<"
+        return f"attribute_not_exists({self.name('version')}) OR {self.name('version')} {operator} {self.value(version)}"
 
 
 def image_pk(repository: str, digest: str) -> str:
@@ -122,34 +203,21 @@ class AuditTable:
         # delivery ends with the same current digest.
         version = f"{pushed}#{image.digest}"
         tag_key = f"{image.repository}:{image.tag}"
-        outcome = PushOutcome(current=True)
+        update = (
+            Update()
+            .set(type="tag", repository=image.repository, tag=image.tag, registry=image.registry)
+            .copy_to("previous_digest", "digest", "")
+            .set(digest=image.digest, version=version, pushed_at=pushed, event_id=event_id, updated_at=now)
+        )
         try:
             answer = self._call(
                 "update_item",
-                Key=_item({"pk": f"TAG#{tag_key}", "sk": "CURRENT"}),
-                UpdateExpression=(
-                    "SET #type = :type, repository = :repo, tag = :tag, registry = :reg, "
-                    "previous_digest = if_not_exists(digest, :none), digest = :digest, "
-                    "version = :v, pushed_at = :pushed, event_id = :event, updated_at = :now"
+                **update.request(
+                    {"pk": f"TAG#{tag_key}", "sk": "CURRENT"},
+                    update.newer_than_stored(version),
+                    ReturnValues="ALL_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 ),
-                ConditionExpression="attribute_not_exists(version) OR version < :v",
-                ExpressionAttributeNames={"#type": "type"},
-                ExpressionAttributeValues=_values(
-                    {
-                        ":type": "tag",
-                        ":repo": image.repository,
-                        ":tag": image.tag,
-                        ":reg": image.registry,
-                        ":none": "",
-                        ":digest": image.digest,
-                        ":v": version,
-                        ":pushed": pushed,
-                        ":event": event_id,
-                        ":now": now,
-                    }
-                ),
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
             previous = _plain(answer["Attributes"]).get("previous_digest", "")
             outcome = PushOutcome(current=True, previous_digest=previous if previous != image.digest else "")
@@ -164,47 +232,28 @@ class AuditTable:
             else:
                 outcome = PushOutcome(current=False, newer_digest=str(stored.get("digest", "")))
 
-        meta_sets = (
-            "#type = :type, repository = :repo, digest = :digest, registry = :reg, "
-            "first_pushed_at = if_not_exists(first_pushed_at, :pushed), media_type = :media, "
-            "updated_at = :now, expires_at = :exp"
+        meta = (
+            Update()
+            .set(type="image", repository=image.repository, digest=image.digest, registry=image.registry)
+            .set(media_type=media_type or None, updated_at=now, expires_at=self._expires(pushed_at))
+            .set_if_missing(first_pushed_at=pushed)
+            .add(tags={image.tag})
         )
-        meta_adds = "tags :tags"
-        meta_values: dict[str, Any] = {
-            ":type": "image",
-            ":repo": image.repository,
-            ":digest": image.digest,
-            ":reg": image.registry,
-            ":pushed": pushed,
-            ":media": media_type,
-            ":now": now,
-            ":exp": self._expires(pushed_at),
-            ":tags": {image.tag},
-        }
         if not outcome.current:
             # Pushed, but a newer push of the tag got there first: recorded as superseded.
-            meta_sets += ", superseded_by = :newer, superseded_at = :now"
-            meta_adds += ", superseded_tags :tags"
-            meta_values[":newer"] = outcome.newer_digest
-        self._call(
-            "update_item",
-            Key=_item({"pk": image_pk(image.repository, image.digest), "sk": "#META"}),
-            UpdateExpression=f"SET {meta_sets} ADD {meta_adds}",
-            ExpressionAttributeNames={"#type": "type"},
-            ExpressionAttributeValues=_values(meta_values),
-        )
+            meta.set(superseded_by=outcome.newer_digest, superseded_at=now).add(superseded_tags={image.tag})
+        self._call("update_item", **meta.request({"pk": image_pk(image.repository, image.digest), "sk": "#META"}))
         if not outcome.current:
             return outcome
 
         if outcome.previous_digest:
+            older = Update().set(superseded_by=image.digest, superseded_at=now).add(superseded_tags={image.tag})
             try:
                 self._call(
                     "update_item",
-                    Key=_item({"pk": image_pk(image.repository, outcome.previous_digest), "sk": "#META"}),
-                    UpdateExpression="SET superseded_by = :d, superseded_at = :now ADD superseded_tags :tags",
-                    ConditionExpression="attribute_exists(pk)",
-                    ExpressionAttributeValues=_values(
-                        {":d": image.digest, ":now": now, ":tags": {image.tag}}
+                    **older.request(
+                        {"pk": image_pk(image.repository, outcome.previous_digest), "sk": "#META"},
+                        f"attribute_exists({older.name('pk')})",
                     ),
                 )
             except ClientError as error:
@@ -216,28 +265,23 @@ class AuditTable:
         return outcome
 
     def _record_cluster_image(self, cluster: str, image: ImageRef, version: str, pushed: str, now: str) -> None:
+        update = Update().set(
+            type="cluster-image",
+            cluster=cluster,
+            repository=image.repository,
+            tag=image.tag,
+            registry=image.registry,
+            digest=image.digest,
+            version=version,
+            pushed_at=pushed,
+            updated_at=now,
+        )
         try:
             self._call(
                 "update_item",
-                Key=_item({"pk": f"CLUSTER#{cluster}", "sk": f"TAG#{image.repository}:{image.tag}"}),
-                UpdateExpression=(
-                    "SET #type = :type, cluster = :cluster, repository = :repo, tag = :tag, "
-                    "registry = :reg, digest = :digest, version = :v, pushed_at = :pushed, updated_at = :now"
-                ),
-                ConditionExpression="attribute_not_exists(version) OR version <= :v",
-                ExpressionAttributeNames={"#type": "type"},
-                ExpressionAttributeValues=_values(
-                    {
-                        ":type": "cluster-image",
-                        ":cluster": cluster,
-                        ":repo": image.repository,
-                        ":tag": image.tag,
-                        ":reg": image.registry,
-                        ":digest": image.digest,
-                        ":v": version,
-                        ":pushed": pushed,
-                        ":now": now,
-                    }
+                **update.request(
+                    {"pk": f"CLUSTER#{cluster}", "sk": f"TAG#{image.repository}:{image.tag}"},
+                    update.newer_than_stored(version, allow_equal=True),
                 ),
             )
         except ClientError as error:
@@ -307,72 +351,52 @@ class AuditTable:
         later state of the same command). Returns False when the update was stale."""
         image = update.image
         state = update.state
-        names = {"#type": "type", "#state": "state"}
-        values: dict[str, Any] = {
-            ":type": "node-image",
-            ":instance": update.instance_id,
-            ":cluster": update.cluster,
-            ":repo": image.repository,
-            ":digest": image.digest,
-            ":tag": image.tag,
-            ":reg": image.registry,
-            ":state": str(state),
-            ":v": update.version,
-            ":cmd": update.command_id,
-            ":req": iso(update.requested_at),
-            ":obs": iso(update.observed_at),
-            ":now": iso(datetime.now(UTC)),
-            ":g1p": f"NODE#{update.instance_id}",
-            ":g1s": image_pk(image.repository, image.digest),
-            ":g2p": coverage_pk(update.cluster, image.repository, image.digest),
-            ":exp": self._expires(update.observed_at),
-        }
-        sets = [
-            "#type = :type", "instance_id = :instance", "cluster = :cluster", "repository = :repo",
-            "digest = :digest", "tag = :tag", "registry = :reg", "#state = :state", "version = :v",
-            "command_id = :cmd", "requested_at = :req", "observed_at = :obs", "updated_at = :now",
-            "gsi1pk = :g1p", "gsi1sk = :g1s", "gsi2pk = :g2p", "gsi2sk = :instance", "expires_at = :exp",
-        ]  # fmt: skip
-        removes = []
-        if update.reason:
-            sets.append("reason = :reason")
-            values[":reason"] = update.reason
-        else:
-            removes.append("reason")
-        if update.started_at is not None:
-            sets.append("started_at = :started")
-            values[":started"] = iso(update.started_at)
+        write = Update().set(
+            type="node-image",
+            instance_id=update.instance_id,
+            cluster=update.cluster,
+            repository=image.repository,
+            digest=image.digest,
+            tag=image.tag,
+            registry=image.registry,
+            state=str(state),
+            version=update.version,
+            command_id=update.command_id,
+            requested_at=iso(update.requested_at),
+            observed_at=iso(update.observed_at),
+            updated_at=iso(datetime.now(UTC)),
+            gsi1pk=f"NODE#{update.instance_id}",
+            gsi1sk=image_pk(image.repository, image.digest),
+            gsi2pk=coverage_pk(update.cluster, image.repository, image.digest),
+            gsi2sk=update.instance_id,
+            expires_at=self._expires(update.observed_at),
+            reason=update.reason or None,
+            started_at=iso(update.started_at) if update.started_at else None,
+        )
+        if not update.reason:
+            write.remove("reason")
         if state.terminal:
             finished = update.finished_at or update.observed_at
-            sets += ["finished_at = :fin", "holds = :holds"]
-            values[":fin"] = iso(finished)
-            values[":holds"] = state.holds_image
-            for name, value in (("seconds", update.seconds), ("bytes", update.bytes)):
-                if value is None:
-                    removes.append(name)
-                else:
-                    sets.append(f"{name} = :{name}")
-                    values[f":{name}"] = value
+            write.set(finished_at=iso(finished), holds=state.holds_image, seconds=update.seconds, bytes=update.bytes)
+            write.remove(*[name for name in ("seconds", "bytes") if getattr(update, name) is None])
             if state.holds_image:
-                sets.append("cached_at = if_not_exists(cached_at, :fin)")
-                removes += ["gsi3pk", "gsi3sk"]
+                write.set_if_missing(cached_at=iso(finished)).remove("gsi3pk", "gsi3sk")
             else:
-                sets += ["gsi3pk = :g3p", "gsi3sk = :g3s"]
-                values[":g3p"] = f"FAIL#{finished.astimezone(UTC):%Y-%m-%d}"
-                values[":g3s"] = f"{iso(finished)}#{update.instance_id}#{image.repository}@{image.digest}"
+                write.set(
+                    gsi3pk=f"FAIL#{finished.astimezone(UTC):%Y-%m-%d}",
+                    gsi3sk=f"{iso(finished)}#{update.instance_id}#{image.repository}@{image.digest}",
+                )
         else:
-            removes += ["finished_at", "seconds", "bytes", "gsi3pk", "gsi3sk"]
-        expression = "SET " + ", ".join(sets)
-        if removes:
-            expression += " REMOVE " + ", ".join(removes)
+            # A new command (or progress of one): the previous command's outcome no longer
+            # describes it; whether the node holds the image (`holds`) stays as it was.
+            write.remove("finished_at", "seconds", "bytes", "gsi3pk", "gsi3sk")
         try:
             self._call(
                 "update_item",
-                Key=_item({"pk": image_pk(image.repository, image.digest), "sk": f"NODE#{update.instance_id}"}),
-                UpdateExpression=expression,
-                ConditionExpression="attribute_not_exists(version) OR version < :v",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=_values(values),
+                **write.request(
+                    {"pk": image_pk(image.repository, image.digest), "sk": f"NODE#{update.instance_id}"},
+                    write.newer_than_stored(update.version),
+                ),
             )
         except ClientError as error:
             if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
@@ -384,26 +408,18 @@ class AuditTable:
         """Remember that `instance_id` is a node of `cluster` (once per process per node)."""
         if (cluster, instance_id) in self._known_nodes:
             return
+        update = (
+            Update()
+            .set(type="node", cluster=cluster, instance_id=instance_id, gsi1pk=f"NODE#{instance_id}", gsi1sk="#NODE")
+            .set_if_missing(first_seen_at=iso(seen_at))
+        )
         try:
             self._call(
                 "update_item",
-                Key=_item({"pk": f"CLUSTER#{cluster}", "sk": f"NODE#{instance_id}"}),
-                UpdateExpression=(
-                    "SET #type = :type, cluster = :cluster, instance_id = :instance, gsi1pk = :g1p, "
-                    "gsi1sk = :g1s, first_seen_at = if_not_exists(first_seen_at, :seen)"
-                ),
-                # A node that has left stays gone, whatever late events say.
-                ConditionExpression="attribute_not_exists(left_at)",
-                ExpressionAttributeNames={"#type": "type"},
-                ExpressionAttributeValues=_values(
-                    {
-                        ":type": "node",
-                        ":cluster": cluster,
-                        ":instance": instance_id,
-                        ":g1p": f"NODE#{instance_id}",
-                        ":g1s": "#NODE",
-                        ":seen": iso(seen_at),
-                    }
+                **update.request(
+                    {"pk": f"CLUSTER#{cluster}", "sk": f"NODE#{instance_id}"},
+                    # A node that has left stays gone, whatever late events say.
+                    f"attribute_not_exists({update.name('left_at')})",
                 ),
             )
         except ClientError as error:

@@ -1,0 +1,2 @@
+"""The `prefetcher` command: query the audit table, redrive dead-letter queues, run the local
+stack."""

@@ -1,0 +1,179 @@
+"""`prefetcher`: ask the audit table which nodes hold an image, what failed and why, how covered a
+cluster is; run the functions and a whole demo on the local stack.
+
+Exit codes: 0 done; 1 not found (unknown image, node or cluster); 2 usage; 3 the table or the
+endpoint cannot be reached (or credentials are missing)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+from prefetcher import clients
+from prefetcher.errors import (
+    EndpointUnreachableError,
+    ImageNotFoundError,
+    PrefetcherError,
+    TableNotFoundError,
+)
+from prefetcher.store import AuditTable
+from prefetcher_cli import render, views
+
+DEFAULT_STACK = "eks-image-prefetcher"
+EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+
+
+def resolve_table(args: argparse.Namespace) -> str:
+    """--table, else $PREFETCHER_TABLE, else the AuditTableName output of the stack."""
+    if args.table:
+        return str(args.table)
+    if os.environ.get("PREFETCHER_TABLE"):
+        return os.environ["PREFETCHER_TABLE"]
+    try:
+        stacks = clients.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
+    except ClientError as error:
+        raise TableNotFoundError(
+            f"no --table given and stack {args.stack} cannot be read ({error.response['Error']['Message']}); "
+            "pass --table or --stack"
+        ) from None
+    for output in stacks[0].get("Outputs", []):
+        if output["OutputKey"] == "AuditTableName":
+            return str(output["OutputValue"])
+    raise TableNotFoundError(f"stack {args.stack} has no AuditTableName output")
+
+
+def _query(args: argparse.Namespace, build: Callable[[AuditTable], dict[str, Any]], text: Callable[[dict[str, Any]], str]) -> int:
+    view = build(AuditTable(resolve_table(args)))
+    print(render.as_json(view) if args.output == "json" else text(view))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return _query(args, lambda t: views.status(t, args.image), render.status)
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    return _query(args, lambda t: views.node(t, args.instance_id), render.node)
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    return _query(args, lambda t: views.coverage(t, args.cluster), render.coverage)
+
+
+def cmd_failures(args: argparse.Namespace) -> int:
+    since = views.parse_duration(args.since)
+    return _query(args, lambda t: views.failures(t, since, args.cluster), render.failures)
+
+
+def cmd_local_invoke(args: argparse.Namespace) -> int:
+    from prefetcher_cli.local.invoke import invoke
+
+    overrides = _overrides(args.parameter_overrides)
+    event = json.loads(Path(args.event).read_text()) if args.event != "-" else json.load(sys.stdin)
+    result = invoke(args.function, event, overrides)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_local_demo(args: argparse.Namespace) -> int:
+    from prefetcher_cli.local.demo import run_demo
+
+    return run_demo(real_pulls=args.real_pulls)
+
+
+def _overrides(raw: list[str] | None) -> dict[str, str]:
+    from prefetcher_cli.local.template import parse_overrides
+
+    return parse_overrides(raw or [])
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="prefetcher", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--table", help="audit table name (default: $PREFETCHER_TABLE, else the stack's output)")
+    common.add_argument("--stack", default=DEFAULT_STACK, help=f"stack to read the table name from (default {DEFAULT_STACK})")
+    common.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("status", parents=[common], help="which nodes hold (or failed, or still pull) an image")
+    p.add_argument("image", help="repository:tag or repository@sha256:<digest> (a registry prefix is ignored)")
+    p.set_defaults(run=cmd_status)
+
+    p = sub.add_parser("node", parents=[common], help="which images a node holds")
+    p.add_argument("instance_id")
+    p.set_defaults(run=cmd_node)
+
+    p = sub.add_parser("coverage", parents=[common], help="share of each cluster's live nodes holding each current image")
+    p.add_argument("--cluster")
+    p.set_defaults(run=cmd_coverage)
+
+    p = sub.add_parser("failures", parents=[common], help="current failures, newest first, grouped by reason")
+    p.add_argument("--since", default="24h", help="how far back (30m, 24h, 7d; default 24h)")
+    p.add_argument("--cluster")
+    p.set_defaults(run=cmd_failures)
+
+    local = sub.add_parser("local", help="the local stack (DynamoDB Local + moto): invoke a function, run the demo")
+    lsub = local.add_subparsers(dest="local_command", required=True)
+    p = lsub.add_parser("invoke", help="run one function as `sam local invoke` would, against a fresh local stack")
+    p.add_argument("function", help="logical id in template.yaml, e.g. ImagePushFunction")
+    p.add_argument("--event", "-e", required=True, help="event file (e.g. events/ecr-push-tagged.json), or - for stdin")
+    p.add_argument(
+        "--parameter-overrides", nargs="*", help='template parameters, Key=Value (default: samconfig.toml\'s local_invoke ones)'
+    )
+    p.set_defaults(run=cmd_local_invoke)
+    p = lsub.add_parser("demo", help="the whole flow on a simulated fleet (what `make demo` runs)")
+    p.add_argument(
+        "--real-pulls", choices=["auto", "yes", "no"], default="auto",
+        help="run the node agent against a local containerd and registry (needs root; auto: when possible)",
+    )  # fmt: skip
+    p.set_defaults(run=cmd_local_demo)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except views.UsageError as error:
+        print(f"prefetcher: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ImageNotFoundError as error:
+        print(f"prefetcher: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except (TableNotFoundError, EndpointUnreachableError) as error:
+        print(f"prefetcher: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except NoCredentialsError:
+        print("prefetcher: no AWS credentials found (set AWS_PROFILE or configure credentials)", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except NoRegionError:
+        print("prefetcher: no AWS region set (set AWS_REGION or AWS_DEFAULT_REGION)", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ClientError as error:
+        info = error.response.get("Error", {})
+        print(f"prefetcher: AWS refused the request: {info.get('Code')}: {info.get('Message')}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except BotoCoreError as error:
+        print(f"prefetcher: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except PrefetcherError as error:
+        print(f"prefetcher: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except FileNotFoundError as error:
+        print(f"prefetcher: {error.strerror}: {error.filename}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("prefetcher: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
