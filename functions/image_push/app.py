@@ -58,6 +58,7 @@ def handle(event: EcrImageActionEvent) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    metrics.add_metric(name="PushEventsReceived", unit=MetricUnit.Count, value=1)
     parsed = parse_or_quarantine(event, EcrImageActionEvent, SETTINGS.dead_letter_queue_url, "ImagePushFunction")
     if isinstance(parsed, Rejected):
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)

@@ -1,0 +1,63 @@
+"""Shared fixtures. Real local components, started once per session: DynamoDB Local (Java, from
+the npm package) and moto in server mode. Each test that needs AWS gets its own stack (its own
+table and queues) on a freshly reset moto."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prefetcher import clients
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Any]:
+    from prefetcher_cli.local.stack import Servers
+
+    started = Servers().start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def aws_env(servers: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Point this process's clients at the local stack."""
+    env = servers.environment()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    clients.reset()
+    yield env
+    clients.reset()
+
+
+@pytest.fixture
+def stack(servers: Any, aws_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[Any]:
+    """template.yaml deployed on the local stack, with its own names."""
+    from prefetcher_cli.local.stack import LocalStack
+
+    servers.reset_moto()
+    overrides = getattr(request, "param", {}) or {}
+    deployed = LocalStack(
+        servers,
+        name=f"t{uuid.uuid4().hex[:10]}",
+        overrides={"TargetClusters": "ml-prod,ml-batch", **overrides},
+        log=open(os.devnull, "w"),  # noqa: SIM115 - closed with the stack
+        retry_delay=0,
+    ).deploy()
+    try:
+        yield deployed
+    finally:
+        deployed.log.close()

@@ -1,0 +1,53 @@
+"""Helpers shared by the test suites."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return loaded
+
+
+class CallCounter:
+    """Counts the AWS calls made through prefetcher.clients, with their API parameters."""
+
+    def __init__(self) -> None:
+        from collections import Counter
+
+        self.calls: Counter[str] = Counter()
+        self.params: dict[str, list[dict[str, Any]]] = {}
+        self._remove: Any = None
+
+    def __enter__(self) -> CallCounter:
+        from prefetcher import clients
+
+        clients.reset()
+        self._remove = clients.on_create(self._attach)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._remove()
+
+    def _attach(self, _service: str, client: Any) -> None:
+        client.meta.events.register("before-parameter-build", self._count)
+
+    def _count(self, params: dict[str, Any], event_name: str, **_kwargs: Any) -> None:
+        operation = ".".join(event_name.split(".")[1:])  # e.g. ssm.SendCommand
+        self.calls[operation] += 1
+        self.params.setdefault(operation, []).append(params)
+
+    def count(self, operation: str) -> int:
+        return self.calls[operation]
+
+
+def moto_commands(account: str = "123456789012", region: str = "us-east-1") -> list[Any]:
+    from moto.ssm.models import ssm_backends
+
+    return list(ssm_backends[account][region]._commands)

@@ -1,0 +1,151 @@
+"""SsmAuditFunction through the audit rule and queue (moto EventBridge -> SQS -> the function's
+SQS event source), with invocation results read back from the SSM API, into DynamoDB Local."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from prefetcher.store import AuditTable
+from prefetcher_cli.local import fidelity
+from prefetcher_cli.local.fleet import NodeSpec, launch
+from tests.helpers import load_event, moto_commands
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+PUSH = load_event("ecr-push-tagged.json")
+PINNED = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/trainer@{PUSH['detail']['image-digest']}"
+
+
+@pytest.fixture
+def sent(stack):
+    """One node in ml-prod, an image pushed to it: (command id, instance id, table)."""
+    (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
+    stack.functions["ImagePushFunction"].invoke(PUSH)
+    (command,) = [c for c in moto_commands() if instance in c.instance_ids]
+    return command, instance, AuditTable(stack.output("AuditTable"))
+
+
+def status_event(stack, command, instance, status):
+    return {
+        "source": "aws.ssm",
+        "detail-type": "EC2 Command Invocation Status-change Notification",
+        "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance}"],
+        "detail": {
+            "command-id": command.command_id,
+            "document-name": stack.output("PrefetchDocument"),
+            "instance-id": instance,
+            "requested-date-time": command.requested_date_time.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "status": status,
+        },
+    }
+
+
+def finish(command, instance, status, details, stdout="", stderr="", code=0):
+    now = datetime.now(UTC)
+    fidelity.set_invocation(ACCOUNT, REGION, command.command_id, instance, status=status, details=details,
+                            stdout=stdout, stderr=stderr, response_code=code, started_at=now, finished_at=now)  # fmt: skip
+
+
+def result_line(outcome, error="", size=0, seconds=1.0):
+    return json.dumps({"image": PINNED, "digest": PUSH["detail"]["image-digest"], "tag": "v1.4.0",
+                       "outcome": outcome, "bytes": size, "seconds": seconds, "error": error})  # fmt: skip
+
+
+def record(table, instance):
+    _, nodes = table.image("ml/trainer", PUSH["detail"]["image-digest"])
+    (found,) = [n for n in nodes if n["instance_id"] == instance]
+    return found
+
+
+def test_a_successful_pull_is_recorded_with_bytes_and_seconds(stack, sent):
+    command, instance, table = sent
+    finish(command, instance, "Success", "Success", stdout=result_line("pulled", size=1_287_651_328, seconds=41.5))
+    stack.put_events(status_event(stack, command, instance, "InProgress"), status_event(stack, command, instance, "Success"))
+    stack.run_sources()
+    node = record(table, instance)
+    assert (node["state"], int(node["bytes"]), float(node["seconds"]), node["holds"]) == ("cached", 1_287_651_328, 41.5, True)
+    assert node["cluster"] == "ml-prod" and node["command_id"] == command.command_id
+
+
+def test_success_then_a_late_in_progress_stays_success(stack, sent):
+    command, instance, table = sent
+    finish(command, instance, "Success", "Success", stdout=result_line("present"))
+    stack.put_events(status_event(stack, command, instance, "Success"))
+    stack.run_sources()
+    stack.put_events(status_event(stack, command, instance, "InProgress"), status_event(stack, command, instance, "Pending"))
+    stack.run_sources()
+    assert record(table, instance)["state"] == "present"
+
+
+def test_a_disk_skip_and_its_reason_reach_the_table(stack, sent):
+    command, instance, table = sent
+    reason = "only 900 MiB free on /var/lib/containerd, below MinFreeDiskMiB 2048 (missing 1148 MiB)"
+    finish(command, instance, "Success", "Success", stdout=result_line("skipped-disk", reason))
+    stack.put_events(status_event(stack, command, instance, "Success"))
+    stack.run_sources()
+    node = record(table, instance)
+    assert (node["state"], node["reason"], node["holds"]) == ("skipped-disk", reason, False)
+    assert [f["instance_id"] for f in table.failures(datetime(2026, 1, 1, tzinfo=UTC))] == [instance]
+
+
+@pytest.mark.parametrize(
+    ("status", "details", "state", "reason"),
+    [
+        ("TimedOut", "Delivery Timed Out", "undeliverable", "delivery timed out"),
+        ("Failed", "Undeliverable", "undeliverable", "undeliverable"),
+        ("TimedOut", "Execution Timed Out", "timed-out", "execution timed out"),
+        ("Cancelled", "Cancelled", "failed", "cancelled"),
+    ],
+)
+def test_invocations_that_never_printed_results(stack, sent, status, details, state, reason):
+    command, instance, table = sent
+    finish(command, instance, status, details, code=-1)
+    stack.put_events(status_event(stack, command, instance, status))
+    stack.run_sources()
+    node = record(table, instance)
+    assert node["state"] == state and reason in node["reason"]
+
+
+def test_a_failed_invocation_gets_its_reason_from_stderr(stack, sent):
+    command, instance, table = sent
+    finish(command, instance, "Failed", "Failed", stderr="prefetch: neither ctr nor apiclient found\n", code=3)
+    stack.put_events(status_event(stack, command, instance, "Failed"))
+    stack.run_sources()
+    assert record(table, instance)["reason"] == "agent exited with code 3: prefetch: neither ctr nor apiclient found"
+
+
+def test_a_status_event_for_an_unknown_command_is_retried_then_dead_lettered(stack, sent):
+    command, instance, _table = sent
+    event = status_event(stack, command, instance, "InProgress")
+    event["detail"]["command-id"] = "00000000-0000-4000-8000-000000000000"
+    stack.put_events(event)
+    stack.run_sources()
+    # The queue redelivered it maxReceiveCount (5) times, then moved it to the dead-letter queue.
+    assert stack.queue_depth("AuditQueue") == 0
+    messages = stack.client("sqs").receive_message(QueueUrl=stack.queues["AuditDLQ"], AttributeNames=["All"])["Messages"]
+    assert json.loads(messages[0]["Body"])["detail"]["command-id"] == "00000000-0000-4000-8000-000000000000"
+    assert messages[0]["Attributes"]["ApproximateReceiveCount"] == "6"
+
+
+def test_a_malformed_body_goes_straight_to_the_dead_letter_queue_without_failing_the_batch(stack, sent):
+    command, instance, table = sent
+    finish(command, instance, "Success", "Success", stdout=result_line("pulled"))
+    sqs = stack.client("sqs")
+    sqs.send_message(QueueUrl=stack.queues["AuditQueue"], MessageBody='{"detail-type": "EC2 Command Invocation Status-change Notification", "source": "aws.ssm"}')
+    stack.put_events(status_event(stack, command, instance, "Success"))
+    stack.run_sources()
+    assert record(table, instance)["state"] == "cached"
+    messages = sqs.receive_message(QueueUrl=stack.queues["AuditDLQ"], MessageAttributeNames=["All"])["Messages"]
+    assert len(messages) == 1
+    assert "does not match the documented shape" in messages[0]["MessageAttributes"]["ErrorMessage"]["StringValue"]
+    assert messages[0]["MessageAttributes"]["Source"]["StringValue"] == "SsmAuditFunction"
+
+
+def test_events_of_other_documents_never_reach_the_function(stack, sent):
+    command, instance, _table = sent
+    event = status_event(stack, command, instance, "Success")
+    event["detail"]["document-name"] = "AWS-RunShellScript"
+    stack.put_events(event)
+    assert stack.queue_depth("AuditQueue") == 0

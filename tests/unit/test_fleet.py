@@ -1,0 +1,35 @@
+"""Nodes are recognised by the tags EKS managed node groups, Karpenter and self-managed groups
+set; one tag target reaches every node of a cluster."""
+
+from __future__ import annotations
+
+from prefetcher.fleet import cluster_targets, membership
+from prefetcher_cli.local.fleet import NodeSpec, node_tags
+
+
+def test_one_target_per_cluster_without_a_node_group_filter():
+    (target,) = cluster_targets("ml-prod")
+    assert target.as_api() == [{"Key": "tag:kubernetes.io/cluster/ml-prod", "Values": ["owned", "shared"]}]
+
+
+def test_a_node_group_filter_needs_one_command_per_group_tag_key():
+    targets = cluster_targets("ml-prod", ("gpu", "general"))
+    keys = [t.as_api()[1]["Key"] for t in targets]
+    assert keys == ["tag:eks:nodegroup-name", "tag:karpenter.sh/nodepool"]
+    assert all(t.as_api()[0]["Key"] == "tag:kubernetes.io/cluster/ml-prod" for t in targets)
+    assert all(t.as_api()[1]["Values"] == ["gpu", "general"] for t in targets)
+
+
+def test_every_kind_of_node_carries_the_cluster_tag_the_target_uses():
+    for kind in ("managed", "karpenter", "self-managed"):
+        assert node_tags(NodeSpec("ml-prod", kind, "g"))["kubernetes.io/cluster/ml-prod"] == "owned"
+
+
+def test_membership_of_each_kind_of_node():
+    assert membership(node_tags(NodeSpec("c1", "managed", "general"))).__dict__ == {
+        "cluster": "c1", "node_group": "general", "kind": "managed"}  # fmt: skip
+    assert membership(node_tags(NodeSpec("c1", "karpenter", "gpu"))).__dict__ == {
+        "cluster": "c1", "node_group": "gpu", "kind": "karpenter"}  # fmt: skip
+    assert membership(node_tags(NodeSpec("c1", "self-managed", "asg"))).kind == "self-managed"
+    assert membership({"Name": "bastion"}) is None
+    assert membership({"kubernetes.io/cluster/c1": "something-else"}) is None

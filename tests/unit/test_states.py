@@ -1,0 +1,135 @@
+"""From SSM statuses and the agent's result lines to per-image node states; ordering of updates."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prefetcher.refs import ImageRef
+from prefetcher.states import Invocation, NodeState, parse_agent_output, plan
+
+DIGEST_A = "sha256:" + "a" * 64
+DIGEST_B = "sha256:" + "b" * 64
+REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+IMAGE_A = ImageRef(REGISTRY, "ml/trainer", DIGEST_A, "v1")
+IMAGE_B = ImageRef(REGISTRY, "ml/tools", DIGEST_B, "v2")
+T0 = datetime(2026, 11, 29, 10, 15, 1, 482000, tzinfo=UTC)
+CMD1 = "5b2a7f64-1c0e-4c4e-9a55-3f1d2a6b7c80"
+CMD2 = "6c3b8075-2d1f-4d5f-8b66-402e3b7c8d91"
+
+
+def line(image: ImageRef, outcome: str, error: str = "", size: int = 1000, seconds: float = 2.5) -> str:
+    return json.dumps({"image": image.pinned, "digest": image.digest, "tag": image.tag, "outcome": outcome,
+                       "bytes": size, "seconds": seconds, "error": error})  # fmt: skip
+
+
+def updates(status: str, invocation: Invocation | None = None, command: str = CMD1, requested=T0, images=(IMAGE_A,)):
+    return plan(status=status, observed_at=requested + timedelta(seconds=30), requested_at=requested,
+                command_id=command, instance_id="i-0a1b2c3d4e5f60001", cluster="ml-prod",
+                images=list(images), invocation=invocation)  # fmt: skip
+
+
+def test_pending_and_progress_states():
+    assert [u.state for u in updates("Pending")] == [NodeState.REQUESTED]
+    assert [u.state for u in updates("InProgress")] == [NodeState.IN_PROGRESS]
+    (delayed,) = updates("Delayed")
+    assert delayed.state == NodeState.IN_PROGRESS and "delayed" in delayed.reason
+
+
+def test_success_takes_outcomes_bytes_and_seconds_from_the_agent_lines():
+    out = line(IMAGE_A, "pulled", size=1_287_651_328, seconds=41.2) + "\n" + line(IMAGE_B, "present", size=10)
+    result = updates("Success", Invocation(status="Success", response_code=0, stdout="log\n" + out),
+                     images=(IMAGE_A, IMAGE_B))  # fmt: skip
+    assert [(u.state, u.bytes, u.seconds) for u in result] == [
+        (NodeState.CACHED, 1_287_651_328, 41.2),
+        (NodeState.PRESENT, 10, 2.5),
+    ]
+
+
+def test_a_failed_invocation_keeps_each_images_own_outcome_and_reason():
+    out = line(IMAGE_A, "skipped-disk", "only 900 MiB free on /var/lib/containerd, missing 1148 MiB") + "\n" + line(
+        IMAGE_B, "failed", "ctr: failed to resolve reference: 401 Unauthorized"
+    )
+    result = updates("Failed", Invocation(status="Failed", status_details="Failed", response_code=1, stdout=out),
+                     images=(IMAGE_A, IMAGE_B))  # fmt: skip
+    assert [(u.state, u.reason) for u in result] == [
+        (NodeState.SKIPPED_DISK, "only 900 MiB free on /var/lib/containerd, missing 1148 MiB"),
+        (NodeState.FAILED, "ctr: failed to resolve reference: 401 Unauthorized"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "details", "stderr", "state", "reason"),
+    [
+        ("Failed", "Undeliverable", "", NodeState.UNDELIVERABLE, "undeliverable"),
+        ("TimedOut", "Delivery Timed Out", "", NodeState.UNDELIVERABLE, "delivery timed out"),
+        ("TimedOut", "DeliveryTimedOut", "", NodeState.UNDELIVERABLE, "delivery timed out"),
+        ("TimedOut", "Execution Timed Out", "", NodeState.TIMED_OUT, "execution timed out"),
+        ("Cancelled", "Cancelled", "", NodeState.FAILED, "cancelled"),
+        ("Failed", "Terminated", "", NodeState.FAILED, "terminated"),
+        ("Failed", "Invalid Platform", "", NodeState.FAILED, "not Linux"),
+        ("Failed", "Failed", "prefetch: rejected: MinFreeDiskMiB must be a whole number\n", NodeState.FAILED,
+         "agent exited with code 2: prefetch: rejected: MinFreeDiskMiB must be a whole number"),
+    ],
+)
+def test_invocations_that_end_without_result_lines_get_a_readable_reason(status, details, stderr, state, reason):
+    code = 2 if stderr else -1
+    (update,) = updates(status, Invocation(status=status, status_details=details, response_code=code, stderr=stderr))
+    assert update.state == state
+    assert reason in update.reason
+
+
+def test_success_without_a_line_still_means_cached():
+    # The agent exits 0 only if every image is pulled or present; output may be cut at 24,000 chars.
+    (update,) = updates("Success", Invocation(status="Success", response_code=0, stdout=""))
+    assert update.state == NodeState.CACHED
+
+
+def test_garbage_lines_are_ignored():
+    assert parse_agent_output('{"outcome": 1}\nnot json {"outcome"\n{"image": "x"}') == {}
+
+
+# ---- ordering: duplicated and reordered events never move a record backwards ---------------
+
+TERMINALS = {
+    "Success": Invocation(status="Success", response_code=0, stdout=line(IMAGE_A, "pulled")),
+    "Failed": Invocation(status="Failed", status_details="Failed", response_code=1,
+                         stdout=line(IMAGE_A, "failed", "401 Unauthorized")),  # fmt: skip
+    "TimedOut": Invocation(status="TimedOut", status_details="Execution Timed Out"),
+    "Cancelled": Invocation(status="Cancelled", status_details="Cancelled"),
+}
+EXPECTED = {"Success": NodeState.CACHED, "Failed": NodeState.FAILED, "TimedOut": NodeState.TIMED_OUT,
+            "Cancelled": NodeState.FAILED}  # fmt: skip
+
+
+def apply_in_order(events):
+    """The conditional write's rule: keep the update with the greatest version."""
+    record = None
+    for update in events:
+        if record is None or record.version < update.version:
+            record = update
+    return record
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(sorted(TERMINALS)), st.data())
+def test_any_order_and_duplication_of_one_commands_events_ends_in_its_terminal_state(terminal, data):
+    stream = [updates("Pending")[0], updates("InProgress")[0], updates(terminal, TERMINALS[terminal])[0]]
+    shuffled = data.draw(st.lists(st.sampled_from(stream), min_size=1, max_size=12).map(lambda s: s + [stream[2]]))
+    order = data.draw(st.permutations(shuffled))
+    assert apply_in_order(order).state == EXPECTED[terminal]
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_a_newer_command_wins_over_any_event_of_an_older_one(data):
+    later = T0 + timedelta(minutes=5)
+    old = [updates(s, TERMINALS.get(s), CMD1, T0)[0] for s in ("Pending", "InProgress", "Failed")]
+    new = [updates(s, TERMINALS.get(s), CMD2, later)[0] for s in ("Pending", "InProgress", "Success")]
+    order = data.draw(st.permutations(old + new + data.draw(st.lists(st.sampled_from(old + new), max_size=6))))
+    final = apply_in_order(order)
+    assert (final.command_id, final.state) == (CMD2, NodeState.CACHED)
