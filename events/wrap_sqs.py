@@ -95,9 +95,7 @@ def sqs_record(event: dict[str, Any], queue_arn: str, delivery: int) -> dict[str
     """One record of a Lambda SQS event whose message carries ``event``."""
     body = body_of(event)
     message_id = str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{queue_arn}#{event['id']}#{delivery}"))
-    handle_bytes = b"".join(
-        hashlib.sha256(f"receipt#{message_id}#{part}".encode()).digest() for part in range(3)
-    )
+    handle_bytes = b"".join(hashlib.sha256(f"receipt#{message_id}#{part}".encode()).digest() for part in range(3))
     receipt_handle = "AQEB" + base64.b64encode(handle_bytes).decode("ascii")
     sent = _epoch_ms(event["time"]) + DELIVERY_DELAY_MS + (delivery - 1) * REDELIVERY_DELAY_MS
     region = queue_arn.split(":")[3]
@@ -128,9 +126,7 @@ def build_all(events_dir: Path = EVENTS_DIR) -> dict[str, dict[str, Any]]:
     """Every SQS-wrapped event, by output file name, built from the raw events in events_dir."""
     built: dict[str, dict[str, Any]] = {}
     for output, (queue_arn, sources) in OUTPUTS.items():
-        records = [
-            sqs_record(load_event(name, events_dir), queue_arn, delivery) for name, delivery in sources
-        ]
+        records = [sqs_record(load_event(name, events_dir), queue_arn, delivery) for name, delivery in sources]
         built[output] = {"Records": records}
     return built
 

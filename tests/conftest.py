@@ -4,20 +4,23 @@ table and queues) on a freshly reset moto."""
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
 from prefetcher import clients
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
+@pytest.fixture(scope="session")
+def function_log() -> Iterator[Any]:
+    """Where the functions' logs go during tests (one file: Powertools loggers are per process)."""
+    path = ROOT / ".local" / "test-functions.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as log:
+        yield log
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +47,7 @@ def aws_env(servers: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
 
 
 @pytest.fixture
-def stack(servers: Any, aws_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[Any]:
+def stack(servers: Any, aws_env: dict[str, str], function_log: Any, request: pytest.FixtureRequest) -> Any:
     """template.yaml deployed on the local stack, with its own names."""
     from prefetcher_cli.local.stack import LocalStack
 
@@ -54,10 +57,7 @@ def stack(servers: Any, aws_env: dict[str, str], request: pytest.FixtureRequest)
         servers,
         name=f"t{uuid.uuid4().hex[:10]}",
         overrides={"TargetClusters": "ml-prod,ml-batch", **overrides},
-        log=open(os.devnull, "w"),  # noqa: SIM115 - closed with the stack
+        log=function_log,
         retry_delay=0,
     ).deploy()
-    try:
-        yield deployed
-    finally:
-        deployed.log.close()
+    return deployed

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
-
 from prefetcher import clients
 from prefetcher.errors import (
     EndpointUnreachableError,
@@ -24,6 +23,7 @@ from prefetcher.errors import (
     TableNotFoundError,
 )
 from prefetcher.store import AuditTable
+
 from prefetcher_cli import render, views
 
 DEFAULT_STACK = "eks-image-prefetcher"
@@ -49,7 +49,11 @@ def resolve_table(args: argparse.Namespace) -> str:
     raise TableNotFoundError(f"stack {args.stack} has no AuditTableName output")
 
 
-def _query(args: argparse.Namespace, build: Callable[[AuditTable], dict[str, Any]], text: Callable[[dict[str, Any]], str]) -> int:
+def _query(
+    args: argparse.Namespace,
+    build: Callable[[AuditTable], dict[str, Any]],
+    text: Callable[[dict[str, Any]], str],
+) -> int:
     view = build(AuditTable(resolve_table(args)))
     print(render.as_json(view) if args.output == "json" else text(view))
     return 0
@@ -77,7 +81,11 @@ def cmd_local_invoke(args: argparse.Namespace) -> int:
 
     overrides = _overrides(args.parameter_overrides)
     event = json.loads(Path(args.event).read_text()) if args.event != "-" else json.load(sys.stdin)
-    result = invoke(args.function, event, overrides)
+    try:
+        result = invoke(args.function, event, overrides)
+    except Exception as error:  # noqa: BLE001 - a function error is reported as Lambda reports it
+        print(json.dumps({"errorMessage": str(error), "errorType": type(error).__name__}, indent=2))
+        return 1
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -95,10 +103,14 @@ def _overrides(raw: list[str] | None) -> dict[str, str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="prefetcher", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = argparse.ArgumentParser(
+        prog="prefetcher", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--table", help="audit table name (default: $PREFETCHER_TABLE, else the stack's output)")
-    common.add_argument("--stack", default=DEFAULT_STACK, help=f"stack to read the table name from (default {DEFAULT_STACK})")
+    common.add_argument(
+        "--stack", default=DEFAULT_STACK, help=f"stack to read the table name from (default {DEFAULT_STACK})"
+    )
     common.add_argument("--output", "-o", choices=["table", "json"], default="table")
     sub = top.add_subparsers(dest="command", required=True)
 
@@ -110,7 +122,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("instance_id")
     p.set_defaults(run=cmd_node)
 
-    p = sub.add_parser("coverage", parents=[common], help="share of each cluster's live nodes holding each current image")
+    p = sub.add_parser(
+        "coverage", parents=[common], help="share of each cluster's live nodes holding each current image"
+    )
     p.add_argument("--cluster")
     p.set_defaults(run=cmd_coverage)
 
@@ -125,14 +139,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("function", help="logical id in template.yaml, e.g. ImagePushFunction")
     p.add_argument("--event", "-e", required=True, help="event file (e.g. events/ecr-push-tagged.json), or - for stdin")
     p.add_argument(
-        "--parameter-overrides", nargs="*", help='template parameters, Key=Value (default: samconfig.toml\'s local_invoke ones)'
+        "--parameter-overrides",
+        nargs="*",
+        help="template parameters, Key=Value (default: samconfig.toml's local_invoke ones)",
     )
     p.set_defaults(run=cmd_local_invoke)
     p = lsub.add_parser("demo", help="the whole flow on a simulated fleet (what `make demo` runs)")
     p.add_argument(
-        "--real-pulls", choices=["auto", "yes", "no"], default="auto",
+        "--real-pulls",
+        choices=["auto", "yes", "no"],
+        default="auto",
         help="run the node agent against a local containerd and registry (needs root; auto: when possible)",
-    )  # fmt: skip
+    )
     p.set_defaults(run=cmd_local_demo)
     return top
 

@@ -30,18 +30,31 @@ def _size(value: int | None) -> str:
     return str(value)
 
 
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
 def status(view: dict[str, Any]) -> str:
     ttc = view["time_to_cached_seconds"]
     head = [
         f"image      {view['image']}",
         f"tags       {', '.join(view['tags']) or '-'}" + (f"   (asked for {view['tag']})" if view["tag"] else ""),
-        f"pushed     {view['pushed_at'] or '-'}" + (f"   superseded by {view['superseded_by']}" if view["superseded_by"] else ""),
+        f"pushed     {view['pushed_at'] or '-'}"
+        + (f"   superseded by {view['superseded_by']}" if view["superseded_by"] else ""),
         f"nodes      {', '.join(f'{k} {v}' for k, v in view['summary'].items()) or 'none yet'}",
-        f"to cached  p50 {ttc['p50'] if ttc['p50'] is not None else '-'} s, p95 {ttc['p95'] if ttc['p95'] is not None else '-'} s",
+        f"to cached  p50 {_or_dash(ttc['p50'])} s, p95 {_or_dash(ttc['p95'])} s",
         "",
     ]
     rows = [
-        (n["cluster"], n["instance_id"], n["state"], n["finished_at"] or "", n["seconds"], _size(n["bytes"]), n["reason"])
+        (
+            n["cluster"],
+            n["instance_id"],
+            n["state"],
+            n["finished_at"] or "",
+            n["seconds"],
+            _size(n["bytes"]),
+            n["reason"],
+        )
         for n in view["nodes"]
     ]
     return "\n".join(head) + table(["CLUSTER", "NODE", "STATE", "FINISHED", "SECONDS", "SIZE", "REASON"], rows)
@@ -57,7 +70,15 @@ def node(view: dict[str, Any]) -> str:
         "",
     ]
     rows = [
-        (i["image"], i["tag"] or "", i["state"], i["finished_at"] or "", i["seconds"], _size(i["bytes"]), i["reason"])
+        (
+            i["image"],
+            i["tag"] or "",
+            i["state"],
+            i["finished_at"] or "",
+            i["seconds"],
+            _size(i["bytes"]),
+            i["reason"],
+        )
         for i in view["images"]
     ]
     return "\n".join(head) + table(["IMAGE", "TAG", "STATE", "FINISHED", "SECONDS", "SIZE", "REASON"], rows)
@@ -88,7 +109,8 @@ def failures(view: dict[str, Any]) -> str:
         return f"no failures since {view['since']}"
     grouped = table(["COUNT", "STATE", "REASON"], [(r["count"], r["state"], r["reason"]) for r in view["by_reason"]])
     rows = [
-        (f["finished_at"], f["cluster"], f["instance_id"], f["image"], f["state"], f["reason"]) for f in view["failures"]
+        (f["finished_at"], f["cluster"], f["instance_id"], f["image"], f["state"], f["reason"])
+        for f in view["failures"]
     ]
     return (
         f"{view['count']} failure(s) since {view['since']}\n\n"

@@ -23,7 +23,7 @@ class UsageError(PrefetcherError):
 
 def parse_image(text: str) -> tuple[str, str, str]:
     """`[registry/]repository:tag` or `[registry/]repository@sha256:...` -> (repository, tag, digest)."""
-    name, digest = (text.rsplit("@", 1) + [""])[:2] if "@" in text else (text, "")
+    name, digest = ([*text.rsplit("@", 1), ""])[:2] if "@" in text else (text, "")
     first, _, rest = name.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost"):
         name = rest  # drop the registry host
@@ -151,7 +151,9 @@ def coverage(table: AuditTable, cluster: str | None = None) -> dict[str, Any]:
         live = {n["instance_id"] for n in nodes}
         rows = []
         for image in sorted(images, key=lambda i: (i["repository"], i["tag"])):
-            records = [r for r in table.coverage(name, image["repository"], image["digest"]) if r["instance_id"] in live]
+            records = [
+                r for r in table.coverage(name, image["repository"], image["digest"]) if r["instance_id"] in live
+            ]
             counts = Counter(r["state"] for r in records)
             holding = sum(1 for r in records if r.get("holds"))
             rows.append(

@@ -15,7 +15,6 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from prefetcher import clients, push
 from prefetcher.edge import Rejected, parse_or_quarantine
 from prefetcher.events import EcrImageActionEvent
@@ -46,7 +45,9 @@ SEND_ONCE = IdempotencyConfig(raise_on_no_idempotency_key=True, expires_after_se
 DISPATCH = push.idempotent_dispatch(SETTINGS, TABLE, _persistence(), SEND_ONCE)
 
 
-@idempotent_function(data_keyword_argument="event", persistence_store=_persistence(), config=EVENT_ONCE)
+@idempotent_function(  # type: ignore[untyped-decorator]
+    data_keyword_argument="event", persistence_store=_persistence(), config=EVENT_ONCE
+)
 def handle(event: EcrImageActionEvent) -> dict[str, Any]:
     result = push.handle_push(event, SETTINGS, TABLE, dispatch=DISPATCH)
     metrics.add_metric(name=f"Pushes{result.action.capitalize()}", unit=MetricUnit.Count, value=1)
@@ -65,4 +66,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return parsed.as_dict()
     EVENT_ONCE.register_lambda_context(context)
     SEND_ONCE.register_lambda_context(context)
-    return handle(event=parsed)
+    result: dict[str, Any] = handle(event=parsed)
+    return result

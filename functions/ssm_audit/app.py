@@ -13,7 +13,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from prefetcher import audit
 from prefetcher.edge import Rejected, parse_or_quarantine
 from prefetcher.events import CommandInvocationEvent
@@ -25,7 +24,8 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.history_ttl_days))
-processor = BatchProcessor(event_type=EventType.SQS)
+# An entirely failed batch is reported item by item (same retry as raising, clearer logs).
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 _STATE_METRICS = {
     "cached": "NodeImagesCached",
@@ -42,7 +42,16 @@ def record_handler(record: SQSRecord) -> str:
     if isinstance(event, Rejected):
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         return event.reason
-    result = audit.handle_status(event, SETTINGS, TABLE)
+    try:
+        result = audit.handle_status(event, SETTINGS, TABLE)
+    except Exception as error:
+        # Surfaces as a batch item failure: the queue redelivers it, and after maxReceiveCount
+        # moves it to the dead-letter queue. The reason is logged here, where it is known.
+        logger.warning(
+            "status not applied; the queue will retry it",
+            extra={"reason": str(error), "error_type": type(error).__name__, "message_id": record.message_id},
+        )
+        raise
     metrics.add_metric(name="StatusEventsApplied", unit=MetricUnit.Count, value=1)
     for update in result.applied:
         name = _STATE_METRICS.get(str(update.state))
@@ -59,4 +68,6 @@ def record_handler(record: SQSRecord) -> str:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="StatusEventsReceived", unit=MetricUnit.Count, value=len(event.get("Records", [])))
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    return dict(
+        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    )

@@ -7,10 +7,10 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-
 from prefetcher.store import AuditTable
 from prefetcher_cli.local import fidelity
 from prefetcher_cli.local.fleet import NodeSpec, launch
+
 from tests.helpers import load_event, moto_commands
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -44,13 +44,33 @@ def status_event(stack, command, instance, status):
 
 def finish(command, instance, status, details, stdout="", stderr="", code=0):
     now = datetime.now(UTC)
-    fidelity.set_invocation(ACCOUNT, REGION, command.command_id, instance, status=status, details=details,
-                            stdout=stdout, stderr=stderr, response_code=code, started_at=now, finished_at=now)  # fmt: skip
+    fidelity.set_invocation(
+        ACCOUNT,
+        REGION,
+        command.command_id,
+        instance,
+        status=status,
+        details=details,
+        stdout=stdout,
+        stderr=stderr,
+        response_code=code,
+        started_at=now,
+        finished_at=now,
+    )
 
 
 def result_line(outcome, error="", size=0, seconds=1.0):
-    return json.dumps({"image": PINNED, "digest": PUSH["detail"]["image-digest"], "tag": "v1.4.0",
-                       "outcome": outcome, "bytes": size, "seconds": seconds, "error": error})  # fmt: skip
+    return json.dumps(
+        {
+            "image": PINNED,
+            "digest": PUSH["detail"]["image-digest"],
+            "tag": "v1.4.0",
+            "outcome": outcome,
+            "bytes": size,
+            "seconds": seconds,
+            "error": error,
+        }
+    )
 
 
 def record(table, instance):
@@ -61,11 +81,25 @@ def record(table, instance):
 
 def test_a_successful_pull_is_recorded_with_bytes_and_seconds(stack, sent):
     command, instance, table = sent
-    finish(command, instance, "Success", "Success", stdout=result_line("pulled", size=1_287_651_328, seconds=41.5))
-    stack.put_events(status_event(stack, command, instance, "InProgress"), status_event(stack, command, instance, "Success"))
+    finish(
+        command,
+        instance,
+        "Success",
+        "Success",
+        stdout=result_line("pulled", size=1_287_651_328, seconds=41.5),
+    )
+    stack.put_events(
+        status_event(stack, command, instance, "InProgress"),
+        status_event(stack, command, instance, "Success"),
+    )
     stack.run_sources()
     node = record(table, instance)
-    assert (node["state"], int(node["bytes"]), float(node["seconds"]), node["holds"]) == ("cached", 1_287_651_328, 41.5, True)
+    assert (node["state"], int(node["bytes"]), float(node["seconds"]), node["holds"]) == (
+        "cached",
+        1_287_651_328,
+        41.5,
+        True,
+    )
     assert node["cluster"] == "ml-prod" and node["command_id"] == command.command_id
 
 
@@ -74,7 +108,10 @@ def test_success_then_a_late_in_progress_stays_success(stack, sent):
     finish(command, instance, "Success", "Success", stdout=result_line("present"))
     stack.put_events(status_event(stack, command, instance, "Success"))
     stack.run_sources()
-    stack.put_events(status_event(stack, command, instance, "InProgress"), status_event(stack, command, instance, "Pending"))
+    stack.put_events(
+        status_event(stack, command, instance, "InProgress"),
+        status_event(stack, command, instance, "Pending"),
+    )
     stack.run_sources()
     assert record(table, instance)["state"] == "present"
 
@@ -124,7 +161,9 @@ def test_a_status_event_for_an_unknown_command_is_retried_then_dead_lettered(sta
     stack.run_sources()
     # The queue redelivered it maxReceiveCount (5) times, then moved it to the dead-letter queue.
     assert stack.queue_depth("AuditQueue") == 0
-    messages = stack.client("sqs").receive_message(QueueUrl=stack.queues["AuditDLQ"], AttributeNames=["All"])["Messages"]
+    messages = stack.client("sqs").receive_message(QueueUrl=stack.queues["AuditDLQ"], AttributeNames=["All"])[
+        "Messages"
+    ]
     assert json.loads(messages[0]["Body"])["detail"]["command-id"] == "00000000-0000-4000-8000-000000000000"
     assert messages[0]["Attributes"]["ApproximateReceiveCount"] == "6"
 
@@ -133,7 +172,10 @@ def test_a_malformed_body_goes_straight_to_the_dead_letter_queue_without_failing
     command, instance, table = sent
     finish(command, instance, "Success", "Success", stdout=result_line("pulled"))
     sqs = stack.client("sqs")
-    sqs.send_message(QueueUrl=stack.queues["AuditQueue"], MessageBody='{"detail-type": "EC2 Command Invocation Status-change Notification", "source": "aws.ssm"}')
+    sqs.send_message(
+        QueueUrl=stack.queues["AuditQueue"],
+        MessageBody='{"detail-type": "EC2 Command Invocation Status-change Notification", "source": "aws.ssm"}',
+    )
     stack.put_events(status_event(stack, command, instance, "Success"))
     stack.run_sources()
     assert record(table, instance)["state"] == "cached"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from prefetcher_cli.local.fleet import NodeSpec, launch
+
 from tests.helpers import CallCounter, load_event, moto_commands
 
 PUSH = load_event("ecr-push-tagged.json")
@@ -87,11 +87,16 @@ def test_events_that_are_not_ours_send_nothing(stack, name, reason):
     assert moto_commands() == []
 
 
-def test_a_repository_outside_the_patterns_is_ignored(servers, aws_env):
+def test_a_repository_outside_the_patterns_is_ignored(servers, aws_env, function_log):
     from prefetcher_cli.local.stack import LocalStack
 
     servers.reset_moto()
-    stack = LocalStack(servers, name="tpatterns", overrides={"TargetClusters": "ml-prod", "RepositoryPatterns": "web/*"}).deploy()
+    stack = LocalStack(
+        servers,
+        name="tpatterns",
+        overrides={"TargetClusters": "ml-prod", "RepositoryPatterns": "web/*"},
+        log=function_log,
+    ).deploy()
     result = push(stack)
     assert result["action"] == "ignored" and "RepositoryPatterns web/*" in result["reason"]
     assert moto_commands() == []

@@ -8,9 +8,9 @@ import re
 from typing import Any
 
 import pytest
-
 from prefetcher import refs
 from prefetcher_cli.local.template import load
+
 from tests.helpers import ROOT
 
 SCRIPT = (ROOT / "agent" / "prefetch.sh").read_text()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 
 import pytest
+from prefetcher.events import CommandInvocationEvent, EcrImageActionEvent, InstanceStateEvent
 from pydantic import ValidationError
 
-from prefetcher.events import CommandInvocationEvent, EcrImageActionEvent, InstanceStateEvent
 from tests.helpers import load_event
 
 

@@ -27,9 +27,15 @@ def test_every_kind_of_node_carries_the_cluster_tag_the_target_uses():
 
 def test_membership_of_each_kind_of_node():
     assert membership(node_tags(NodeSpec("c1", "managed", "general"))).__dict__ == {
-        "cluster": "c1", "node_group": "general", "kind": "managed"}  # fmt: skip
+        "cluster": "c1",
+        "node_group": "general",
+        "kind": "managed",
+    }
     assert membership(node_tags(NodeSpec("c1", "karpenter", "gpu"))).__dict__ == {
-        "cluster": "c1", "node_group": "gpu", "kind": "karpenter"}  # fmt: skip
+        "cluster": "c1",
+        "node_group": "gpu",
+        "kind": "karpenter",
+    }
     assert membership(node_tags(NodeSpec("c1", "self-managed", "asg"))).kind == "self-managed"
     assert membership({"Name": "bastion"}) is None
     assert membership({"kubernetes.io/cluster/c1": "something-else"}) is None

@@ -18,8 +18,11 @@ def pins(lines: list[str]) -> dict[str, str]:
 
 
 def test_every_layer_requirement_is_pinned_exactly():
-    lines = [line for line in (ROOT / "layers/prefetcher/requirements.txt").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]  # fmt: skip
+    lines = [
+        line
+        for line in (ROOT / "layers/prefetcher/requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert len(pins(lines)) == len(lines)
 
 

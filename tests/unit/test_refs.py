@@ -7,7 +7,6 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from prefetcher import refs
 from prefetcher.refs import ImageRef
 
@@ -16,8 +15,11 @@ REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 
 label = st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?\Z")
 component = st.from_regex(r"\A[a-z0-9]{1,6}([._-][a-z0-9]{1,6}){0,2}\Z")
-registries = st.builds(lambda labels, port: ".".join(labels) + port, st.lists(label, min_size=1, max_size=4),
-                       st.sampled_from(["", ":5000", ":443"]))  # fmt: skip
+registries = st.builds(
+    lambda labels, port: ".".join(labels) + port,
+    st.lists(label, min_size=1, max_size=4),
+    st.sampled_from(["", ":5000", ":443"]),
+)
 repositories = st.lists(component, min_size=1, max_size=4).map("/".join).filter(lambda r: len(r) >= 2)
 tags = st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}\Z")
 digests = st.from_regex(r"\Asha256:[a-f0-9]{64}\Z")

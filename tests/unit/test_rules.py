@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from prefetcher.events import EcrImageActionEvent
 from prefetcher.rules import Ignore, Prefetch, PushRules
+
 from tests.helpers import load_event
 
 RULES = PushRules(repository_patterns=("ml/*", "tools"), tag_patterns=("v*", "latest"), clusters=("a", "b"))

@@ -244,6 +244,4 @@ def test_ssm_invocation_events_have_the_documented_detail(name: str, status: str
         "status",
     ]
     assert event["detail"]["status"] == status
-    assert event["resources"] == [
-        f"arn:aws:ec2:us-east-1:123456789012:instance/{event['detail']['instance-id']}"
-    ]
+    assert event["resources"] == [f"arn:aws:ec2:us-east-1:123456789012:instance/{event['detail']['instance-id']}"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from prefetcher.errors import ConfigurationError
 from prefetcher.settings import AuditSettings, ImagePushSettings
 

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from prefetcher.refs import ImageRef
 from prefetcher.states import Invocation, NodeState, parse_agent_output, plan
 
@@ -23,14 +22,30 @@ CMD2 = "6c3b8075-2d1f-4d5f-8b66-402e3b7c8d91"
 
 
 def line(image: ImageRef, outcome: str, error: str = "", size: int = 1000, seconds: float = 2.5) -> str:
-    return json.dumps({"image": image.pinned, "digest": image.digest, "tag": image.tag, "outcome": outcome,
-                       "bytes": size, "seconds": seconds, "error": error})  # fmt: skip
+    return json.dumps(
+        {
+            "image": image.pinned,
+            "digest": image.digest,
+            "tag": image.tag,
+            "outcome": outcome,
+            "bytes": size,
+            "seconds": seconds,
+            "error": error,
+        }
+    )
 
 
 def updates(status: str, invocation: Invocation | None = None, command: str = CMD1, requested=T0, images=(IMAGE_A,)):
-    return plan(status=status, observed_at=requested + timedelta(seconds=30), requested_at=requested,
-                command_id=command, instance_id="i-0a1b2c3d4e5f60001", cluster="ml-prod",
-                images=list(images), invocation=invocation)  # fmt: skip
+    return plan(
+        status=status,
+        observed_at=requested + timedelta(seconds=30),
+        requested_at=requested,
+        command_id=command,
+        instance_id="i-0a1b2c3d4e5f60001",
+        cluster="ml-prod",
+        images=list(images),
+        invocation=invocation,
+    )
 
 
 def test_pending_and_progress_states():
@@ -42,8 +57,9 @@ def test_pending_and_progress_states():
 
 def test_success_takes_outcomes_bytes_and_seconds_from_the_agent_lines():
     out = line(IMAGE_A, "pulled", size=1_287_651_328, seconds=41.2) + "\n" + line(IMAGE_B, "present", size=10)
-    result = updates("Success", Invocation(status="Success", response_code=0, stdout="log\n" + out),
-                     images=(IMAGE_A, IMAGE_B))  # fmt: skip
+    result = updates(
+        "Success", Invocation(status="Success", response_code=0, stdout="log\n" + out), images=(IMAGE_A, IMAGE_B)
+    )
     assert [(u.state, u.bytes, u.seconds) for u in result] == [
         (NodeState.CACHED, 1_287_651_328, 41.2),
         (NodeState.PRESENT, 10, 2.5),
@@ -51,11 +67,16 @@ def test_success_takes_outcomes_bytes_and_seconds_from_the_agent_lines():
 
 
 def test_a_failed_invocation_keeps_each_images_own_outcome_and_reason():
-    out = line(IMAGE_A, "skipped-disk", "only 900 MiB free on /var/lib/containerd, missing 1148 MiB") + "\n" + line(
-        IMAGE_B, "failed", "ctr: failed to resolve reference: 401 Unauthorized"
+    out = (
+        line(IMAGE_A, "skipped-disk", "only 900 MiB free on /var/lib/containerd, missing 1148 MiB")
+        + "\n"
+        + line(IMAGE_B, "failed", "ctr: failed to resolve reference: 401 Unauthorized")
     )
-    result = updates("Failed", Invocation(status="Failed", status_details="Failed", response_code=1, stdout=out),
-                     images=(IMAGE_A, IMAGE_B))  # fmt: skip
+    result = updates(
+        "Failed",
+        Invocation(status="Failed", status_details="Failed", response_code=1, stdout=out),
+        images=(IMAGE_A, IMAGE_B),
+    )
     assert [(u.state, u.reason) for u in result] == [
         (NodeState.SKIPPED_DISK, "only 900 MiB free on /var/lib/containerd, missing 1148 MiB"),
         (NodeState.FAILED, "ctr: failed to resolve reference: 401 Unauthorized"),
@@ -72,8 +93,13 @@ def test_a_failed_invocation_keeps_each_images_own_outcome_and_reason():
         ("Cancelled", "Cancelled", "", NodeState.FAILED, "cancelled"),
         ("Failed", "Terminated", "", NodeState.FAILED, "terminated"),
         ("Failed", "Invalid Platform", "", NodeState.FAILED, "not Linux"),
-        ("Failed", "Failed", "prefetch: rejected: MinFreeDiskMiB must be a whole number\n", NodeState.FAILED,
-         "agent exited with code 2: prefetch: rejected: MinFreeDiskMiB must be a whole number"),
+        (
+            "Failed",
+            "Failed",
+            "prefetch: rejected: MinFreeDiskMiB must be a whole number\n",
+            NodeState.FAILED,
+            "agent exited with code 2: prefetch: rejected: MinFreeDiskMiB must be a whole number",
+        ),
     ],
 )
 def test_invocations_that_end_without_result_lines_get_a_readable_reason(status, details, stderr, state, reason):
@@ -97,13 +123,21 @@ def test_garbage_lines_are_ignored():
 
 TERMINALS = {
     "Success": Invocation(status="Success", response_code=0, stdout=line(IMAGE_A, "pulled")),
-    "Failed": Invocation(status="Failed", status_details="Failed", response_code=1,
-                         stdout=line(IMAGE_A, "failed", "401 Unauthorized")),  # fmt: skip
+    "Failed": Invocation(
+        status="Failed",
+        status_details="Failed",
+        response_code=1,
+        stdout=line(IMAGE_A, "failed", "401 Unauthorized"),
+    ),
     "TimedOut": Invocation(status="TimedOut", status_details="Execution Timed Out"),
     "Cancelled": Invocation(status="Cancelled", status_details="Cancelled"),
 }
-EXPECTED = {"Success": NodeState.CACHED, "Failed": NodeState.FAILED, "TimedOut": NodeState.TIMED_OUT,
-            "Cancelled": NodeState.FAILED}  # fmt: skip
+EXPECTED = {
+    "Success": NodeState.CACHED,
+    "Failed": NodeState.FAILED,
+    "TimedOut": NodeState.TIMED_OUT,
+    "Cancelled": NodeState.FAILED,
+}
 
 
 def apply_in_order(events):
@@ -119,7 +153,7 @@ def apply_in_order(events):
 @given(st.sampled_from(sorted(TERMINALS)), st.data())
 def test_any_order_and_duplication_of_one_commands_events_ends_in_its_terminal_state(terminal, data):
     stream = [updates("Pending")[0], updates("InProgress")[0], updates(terminal, TERMINALS[terminal])[0]]
-    shuffled = data.draw(st.lists(st.sampled_from(stream), min_size=1, max_size=12).map(lambda s: s + [stream[2]]))
+    shuffled = data.draw(st.lists(st.sampled_from(stream), min_size=1, max_size=12).map(lambda s: [*s, stream[2]]))
     order = data.draw(st.permutations(shuffled))
     assert apply_in_order(order).state == EXPECTED[terminal]
 

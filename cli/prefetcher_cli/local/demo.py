@@ -32,22 +32,10 @@ def say(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def choose_runner(real_pulls: str, stack: LocalStack) -> tuple[AgentRunner, str]:
-    if real_pulls in ("auto", "yes"):
-        try:
-            from prefetcher_cli.local.node import real_agent_runner
-        except ImportError:
-            real_agent_runner = None  # type: ignore[assignment]
-        if real_agent_runner is not None:
-            runner, why = real_agent_runner(stack)
-            if runner is not None:
-                return runner, why
-            if real_pulls == "yes":
-                raise SystemExit(f"prefetcher: real pulls are not possible here: {why}")
-            return simulated_agent(DEMO_IMAGE_BYTES), f"simulated pulls ({why})"
-        if real_pulls == "yes":
-            raise SystemExit("prefetcher: real pulls are not available in this version")
-    return simulated_agent(DEMO_IMAGE_BYTES), "simulated pulls (asked for)"
+def choose_runner(real_pulls: str) -> tuple[AgentRunner, str]:
+    if real_pulls == "yes":
+        raise SystemExit("prefetcher: real pulls are not available in this version; run with --real-pulls no")
+    return simulated_agent(DEMO_IMAGE_BYTES), "simulated pulls (each node answers as a successful agent would)"
 
 
 def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
@@ -71,7 +59,7 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
                 ids = launch(ec2, spec, count)
                 print(f"    {spec.cluster:<9} {spec.kind:<10} {spec.group:<9} {' '.join(ids)}")
 
-            runner, how = choose_runner(real_pulls, stack)
+            runner, how = choose_runner(real_pulls)
             say(f"node agents: {how}")
             simulator = NodeSimulator(
                 put_events=stack.put_events,
@@ -83,7 +71,8 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
 
             event = json.loads(PUSH_EVENT.read_text())
             image = f"{event['detail']['repository-name']}:{event['detail']['image-tag']}"
-            say(f"pushing {image} ({event['detail']['image-digest'][:19]}...): {PUSH_EVENT.relative_to(ROOT)} to EventBridge")
+            digest = event["detail"]["image-digest"][:19]
+            say(f"pushing {image} ({digest}...): {PUSH_EVENT.relative_to(ROOT)} to EventBridge")
             _put(stack, event)
             stack.run_sources(timeout=120, between=simulator.step)
             push = next((s for s in stack.sources if hasattr(s, "results")), None)

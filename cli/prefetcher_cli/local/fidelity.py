@@ -106,7 +106,6 @@ def install() -> None:
         from moto.ssm import models
 
         original_send = models.SimpleSystemManagerBackend.send_command
-        original_targets = models.Command._get_instance_ids_from_targets
 
         def send_command(self: Any, **kwargs: Any) -> Any:
             kwargs["parameters"] = _validate(
@@ -147,9 +146,8 @@ def install() -> None:
             ]
             return found
 
-        models.SimpleSystemManagerBackend.send_command = send_command
-        models.Command._get_instance_ids_from_targets = targets
-        models.Command._prefetcher_original_targets = original_targets
+        models.SimpleSystemManagerBackend.send_command = send_command  # type: ignore[method-assign,assignment]
+        models.Command._get_instance_ids_from_targets = targets  # type: ignore[method-assign]
 
         from moto.events.utils import EventTemplateParser
 

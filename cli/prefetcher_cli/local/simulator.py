@@ -106,9 +106,13 @@ class NodeSimulator:
                 continue
             started = datetime.now(UTC)
             fidelity.set_invocation(
-                self.account, self.region, invocation.command_id, invocation.instance_id,
-                status="InProgress", started_at=started,
-            )  # fmt: skip
+                self.account,
+                self.region,
+                invocation.command_id,
+                invocation.instance_id,
+                status="InProgress",
+                started_at=started,
+            )
             if self.emit_pending:
                 self.put_events(self._event(invocation, "Pending"))
             self.put_events(self._event(invocation, "InProgress"))

@@ -23,7 +23,11 @@ from prefetcher_cli.local.template import Stack, load, samconfig_parameter_overr
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
 
 
 @dataclass
@@ -208,7 +212,11 @@ class LocalStack:
                     # The rule is real; its Lambda target is a tap queue that the local async
                     # invoker drains (moto cannot invoke our function).
                     tap = self._create_queue(f"{function_id}{event_name}Invoke", {})
-                    self._put_rule(f"{function_id}{event_name}", spec["Pattern"], [("Lambda", self.stack.arns[f"{function_id}{event_name}Invoke"])])
+                    self._put_rule(
+                        f"{function_id}{event_name}",
+                        spec["Pattern"],
+                        [("Lambda", self.stack.arns[f"{function_id}{event_name}Invoke"])],
+                    )
                     invoke = self.stack.resolve(resource["Properties"].get("EventInvokeConfig", {}))
                     destination = invoke.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination", "")
                     self.sources.append(
@@ -228,7 +236,8 @@ class LocalStack:
                             queue_url=self._queue_url_of_arn(queue_arn),
                             queue_arn=queue_arn,
                             batch_size=int(spec.get("BatchSize", 10)),
-                            report_batch_item_failures="ReportBatchItemFailures" in spec.get("FunctionResponseTypes", []),
+                            report_batch_item_failures="ReportBatchItemFailures"
+                            in spec.get("FunctionResponseTypes", []),
                             retry_delay=self.retry_delay,
                             sqs=sqs,
                         )
@@ -282,9 +291,7 @@ class LocalStack:
             extra = between() if between else 0
             delivered += count
             if count == 0 and not extra:
-                in_flight = any(
-                    self._in_flight(source) for source in self.sources
-                )
+                in_flight = any(self._in_flight(source) for source in self.sources)
                 idle = idle + 1 if not in_flight else 0
                 if idle >= idle_rounds:
                     return delivered
@@ -296,6 +303,10 @@ class LocalStack:
     def _in_flight(self, source: SqsEventSource | AsyncEventSource) -> bool:
         url = source.queue_url if isinstance(source, SqsEventSource) else source.tap_queue_url
         attributes = self.client("sqs").get_queue_attributes(
-            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"]) > 0
+        return (
+            int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+            > 0
+        )

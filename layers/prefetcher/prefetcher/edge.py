@@ -25,7 +25,11 @@ class Rejected:
     dead_letter_message_id: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"action": "rejected", "reason": self.reason, "dead_letter_message_id": self.dead_letter_message_id}
+        return {
+            "action": "rejected",
+            "reason": self.reason,
+            "dead_letter_message_id": self.dead_letter_message_id,
+        }
 
 
 def parse_or_quarantine(raw: Any, model: type[Model], dead_letter_queue_url: str, source: str) -> Model | Rejected:

@@ -19,9 +19,7 @@ from prefetcher import refs
 AccountId = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
 Region = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+){1,2}-[0-9]{1,2}$")]
 InstanceId = Annotated[str, StringConstraints(pattern=r"^(i|mi)-[0-9a-f]{8,17}$")]
-CommandId = Annotated[
-    str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-]
+CommandId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
 # SSM document names (and ARNs of shared documents).
 DocumentName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{3,1011}$")]
 Word = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_-]{1,32}$")]
@@ -55,9 +53,7 @@ class _AwsEvent(EventBridgeModel):
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
     account: AccountId
     region: Region
-    resources: list[Annotated[str, StringConstraints(max_length=2048)]] = Field(
-        default_factory=list, max_length=100
-    )
+    resources: list[Annotated[str, StringConstraints(max_length=2048)]] = Field(default_factory=list, max_length=100)
 
     @field_validator("time")
     @classmethod
@@ -84,7 +80,7 @@ class EcrImageActionDetail(BaseModel):
 class EcrImageActionEvent(_AwsEvent):
     source: Literal["aws.ecr"]
     detail_type: Literal["ECR Image Action"] = Field(alias="detail-type")
-    detail: EcrImageActionDetail  # type: ignore[assignment]
+    detail: EcrImageActionDetail
 
     @property
     def image(self) -> refs.ImageRef:
@@ -122,7 +118,7 @@ class CommandInvocationDetail(BaseModel):
 class CommandInvocationEvent(_AwsEvent):
     source: Literal["aws.ssm"]
     detail_type: Literal["EC2 Command Invocation Status-change Notification"] = Field(alias="detail-type")
-    detail: CommandInvocationDetail  # type: ignore[assignment]
+    detail: CommandInvocationDetail
 
 
 # ---- EC2: "EC2 Instance State-change Notification" ----------------------------------------
@@ -140,7 +136,7 @@ class InstanceStateDetail(BaseModel):
 class InstanceStateEvent(_AwsEvent):
     source: Literal["aws.ec2"]
     detail_type: Literal["EC2 Instance State-change Notification"] = Field(alias="detail-type")
-    detail: InstanceStateDetail  # type: ignore[assignment]
+    detail: InstanceStateDetail
 
 
 __all__ = [

@@ -38,8 +38,7 @@ def cluster_targets(cluster: str, node_groups: tuple[str, ...] = ()) -> list[Com
     if not node_groups:
         return [CommandTarget(cluster=cluster, targets=(by_cluster,))]
     return [
-        CommandTarget(cluster=cluster, targets=(by_cluster, (f"tag:{key}", node_groups)))
-        for key in NODE_GROUP_TAG_KEYS
+        CommandTarget(cluster=cluster, targets=(by_cluster, (f"tag:{key}", node_groups))) for key in NODE_GROUP_TAG_KEYS
     ]
 
 

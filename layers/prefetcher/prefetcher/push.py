@@ -82,7 +82,8 @@ def dispatch_to_target(
         )
     )
     logger.info(
-        "pull sent", extra={"cluster": target.cluster, "command_id": command_id, "image": image.pinned, "target": label}
+        "pull sent",
+        extra={"cluster": target.cluster, "command_id": command_id, "image": image.pinned, "target": label},
     )
     return SentCommand(cluster=target.cluster, command_id=command_id, target=label)
 
@@ -135,12 +136,17 @@ class DispatchRequest(BaseModel):
 
 
 def idempotent_dispatch(
-    settings: ImagePushSettings, table: AuditTable, persistence: BasePersistenceLayer, config: IdempotencyConfig
+    settings: ImagePushSettings,
+    table: AuditTable,
+    persistence: BasePersistenceLayer,
+    config: IdempotencyConfig,
 ) -> Dispatch:
     """A dispatch that sends each (event, cluster target) at most once: a retry of a push that
     failed half-way only sends to the clusters it had not reached."""
 
-    @idempotent_function(data_keyword_argument="request", persistence_store=persistence, config=config)
+    @idempotent_function(  # type: ignore[untyped-decorator]
+        data_keyword_argument="request", persistence_store=persistence, config=config
+    )
     def send_once(request: DispatchRequest) -> dict[str, str]:
         target = CommandTarget(
             cluster=request.cluster, targets=tuple((key, tuple(values)) for key, values in request.targets)
@@ -149,7 +155,11 @@ def idempotent_dispatch(
         return {"cluster": sent.cluster, "command_id": sent.command_id, "target": sent.target}
 
     def dispatch(
-        image: ImageRef, target: CommandTarget, _settings: ImagePushSettings, _table: AuditTable, event_id: str
+        image: ImageRef,
+        target: CommandTarget,
+        _settings: ImagePushSettings,
+        _table: AuditTable,
+        event_id: str,
     ) -> SentCommand:
         request = DispatchRequest(
             event_id=event_id,
@@ -157,6 +167,7 @@ def idempotent_dispatch(
             targets=[(key, list(values)) for key, values in target.targets],
             image=image.agent_item,
         )
-        return SentCommand(**send_once(request=request))
+        sent: dict[str, str] = send_once(request=request)
+        return SentCommand(**sent)
 
     return dispatch

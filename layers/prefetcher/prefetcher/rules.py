@@ -41,11 +41,8 @@ class PushRules:
         repository = detail.repository_name
         if not any(fnmatchcase(repository, pattern) for pattern in self.repository_patterns):
             return Ignore(
-                f"repository {repository} matches none of RepositoryPatterns "
-                f"{','.join(self.repository_patterns)}"
+                f"repository {repository} matches none of RepositoryPatterns {','.join(self.repository_patterns)}"
             )
         if not any(fnmatchcase(detail.image_tag, pattern) for pattern in self.tag_patterns):
-            return Ignore(
-                f"tag {detail.image_tag} matches none of TagPatterns {','.join(self.tag_patterns)}"
-            )
+            return Ignore(f"tag {detail.image_tag} matches none of TagPatterns {','.join(self.tag_patterns)}")
         return Prefetch(clusters=self.clusters)

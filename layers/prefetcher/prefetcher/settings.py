@@ -48,9 +48,7 @@ class _Settings(BaseModel):
         try:
             return cls.model_validate(dict(environ))
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
-            )
+            problems = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors())
             raise ConfigurationError(f"{cls.__name__} from the environment is invalid: {problems}") from None
 
 

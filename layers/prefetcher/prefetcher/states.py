@@ -78,8 +78,8 @@ class AgentResult(BaseModel):
 def parse_agent_output(stdout: str) -> dict[str, AgentResult]:
     """The agent's result lines, by pinned image reference. Other output is ignored."""
     results: dict[str, AgentResult] = {}
-    for line in stdout.splitlines():
-        line = line.strip()
+    for raw in stdout.splitlines():
+        line = raw.strip()
         if not (line.startswith("{") and '"outcome"' in line):
             continue
         try:

@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from prefetcher import clients
 from prefetcher.errors import EndpointUnreachableError, TableNotFoundError
 from prefetcher.refs import ImageRef
-from prefetcher.states import NodeImageUpdate, NodeState
+from prefetcher.states import NodeImageUpdate
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -136,7 +136,9 @@ class Update:
     def newer_than_stored(self, version: str, allow_equal: bool = False) -> str:
         """A condition: the item is new, or its `version` is older than `version`."""
         operator = "<=" if allow_equal else "<"
-        return f"attribute_not_exists({self.name('version')}) OR {self.name('version')} {operator} {self.value(version)}"
+        return (
+            f"attribute_not_exists({self.name('version')}) OR {self.name('version')} {operator} {self.value(version)}"
+        )
 
 
 def image_pk(repository: str, digest: str) -> str:
@@ -193,7 +195,12 @@ class AuditTable:
     # ---- catalog (the push path) ----------------------------------------------------------
 
     def record_push(
-        self, image: ImageRef, clusters: tuple[str, ...], pushed_at: datetime, event_id: str, media_type: str = ""
+        self,
+        image: ImageRef,
+        clusters: tuple[str, ...],
+        pushed_at: datetime,
+        event_id: str,
+        media_type: str = "",
     ) -> PushOutcome:
         """Make `image` the current digest of its tag (and of that tag in each cluster), unless a
         newer push of the tag is already recorded. Replays of the same push change nothing."""
@@ -224,7 +231,7 @@ class AuditTable:
         except ClientError as error:
             if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            stored = _plain(error.response.get("Item", {}))
+            stored = _plain(dict(error.response.get("Item", {})))  # type: ignore[call-overload]
             if stored.get("version") == version:
                 # The same push again (a retry after a crash): finish what it started.
                 previous = stored.get("previous_digest", "")
@@ -333,7 +340,12 @@ class AuditTable:
             kind=item["kind"],
             cluster=item.get("cluster", ""),
             images=tuple(
-                ImageRef(registry=i["registry"], repository=i["repository"], digest=i["digest"], tag=i.get("tag", ""))
+                ImageRef(
+                    registry=i["registry"],
+                    repository=i["repository"],
+                    digest=i["digest"],
+                    tag=i.get("tag", ""),
+                )
                 for i in item["images"]
             ),
             requested_at=parse_iso(item["requested_at"]),
@@ -410,7 +422,13 @@ class AuditTable:
             return
         update = (
             Update()
-            .set(type="node", cluster=cluster, instance_id=instance_id, gsi1pk=f"NODE#{instance_id}", gsi1sk="#NODE")
+            .set(
+                type="node",
+                cluster=cluster,
+                instance_id=instance_id,
+                gsi1pk=f"NODE#{instance_id}",
+                gsi1sk="#NODE",
+            )
             .set_if_missing(first_seen_at=iso(seen_at))
         )
         try:
@@ -484,7 +502,8 @@ class AuditTable:
         """A cluster's current images and its live nodes (one Query)."""
         images, nodes = [], []
         for item in self._query(
-            KeyConditionExpression="pk = :pk", ExpressionAttributeValues=_values({":pk": f"CLUSTER#{cluster}"})
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues=_values({":pk": f"CLUSTER#{cluster}"}),
         ):
             if item["sk"].startswith("TAG#"):
                 images.append(item)

