@@ -5,9 +5,16 @@
 #
 # Runs as root on every EKS node. Parameters arrive only as SSM_* environment variables
 # (interpolationType ENV_VAR); they are validated again here and never become shell text.
-# Result contract: one JSON line per image on stdout
+#
+# Result contract: one JSON line per image on stdout,
 #   {"image","digest","tag","outcome":"pulled|present|skipped-disk|failed","bytes","seconds","error"}
 # and exit code 0 only if no image failed. Progress and diagnostics go to stderr.
+#
+# Settings of the node, not of the command (root sets them, SSM cannot):
+#   CONTAINERD_ADDRESS        containerd's socket (ctr's own variable)
+#   PREFETCH_CONTAINERD_ROOT  containerd's root directory (default /var/lib/containerd)
+#   PREFETCH_HOSTS_DIR        registry host configuration, as containerd's CRI config_path
+#                             (default /etc/containerd/certs.d)
 [ -n "${BASH_VERSION:-}" ] || exec /bin/bash "$0" "$@"
 set -uo pipefail
 umask 077
@@ -17,6 +24,10 @@ readonly NAMESPACE=k8s.io
 readonly MARK_LABEL=eks-image-prefetcher/pulled
 readonly MAX_IMAGES=50
 readonly MAX_ERROR=400
+readonly PULL_ATTEMPTS=3
+# Room for unpacking: a layer's compressed blob stays in the content store and its unpacked
+# snapshot takes (for typical images) about twice as much again.
+readonly UNPACK_FACTOR=2
 # Keep in step with prefetcher/refs.py (tests/unit/test_document.py checks it).
 readonly REGISTRY_RE='[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?'
 readonly REPOSITORY_RE='[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*'
@@ -52,36 +63,45 @@ items=()
 rest=$images_param
 while :; do
   item=${rest%%,*}
-  [[ $item =~ $ITEM_RE ]] || fail_input "Images item $(( ${#items[@]} + 1 )) is not registry/repository[:tag]@sha256:<digest>"
+  [[ $item =~ $ITEM_RE ]] || fail_input "Images item $((${#items[@]} + 1)) is not registry/repository[:tag]@sha256:<digest>"
   items+=("$item")
   [ "${#items[@]}" -le "$MAX_IMAGES" ] || fail_input "more than ${MAX_IMAGES} images"
   [ "$item" != "$rest" ] || break
   rest=${rest#*,}
 done
 
-# --- containerd ------------------------------------------------------------------------------
+# --- the node --------------------------------------------------------------------------------
 
 # Bottlerocket runs the SSM agent in its control container: reach the host's containerd through
 # the admin container. Elsewhere, ctr talks to containerd's socket (CONTAINERD_ADDRESS if set).
 if command -v apiclient >/dev/null 2>&1; then
   ctr_cmd=(apiclient exec admin sheltie ctr)
-  containerd_root=${PREFETCH_CONTAINERD_ROOT:-/var/lib/containerd}
 elif command -v ctr >/dev/null 2>&1; then
   ctr_cmd=(ctr)
-  containerd_root=${PREFETCH_CONTAINERD_ROOT:-/var/lib/containerd}
 else
   log "neither ctr nor apiclient found: is this an EKS node with containerd?"
   exit 3
 fi
+containerd_root=${PREFETCH_CONTAINERD_ROOT:-/var/lib/containerd}
+base_hosts_dir=${PREFETCH_HOSTS_DIR:-/etc/containerd/certs.d}
+case "$(uname -m)" in
+  x86_64 | amd64) node_arch=amd64 ;;
+  aarch64 | arm64) node_arch=arm64 ;;
+  *) node_arch=$(uname -m) ;;
+esac
+
 ctr_ns() { "${ctr_cmd[@]}" --namespace "$NAMESPACE" "$@"; }
 
-workdir=$(mktemp -d "${TMPDIR:-/tmp}/prefetch.XXXXXXXX") || { log "cannot create a private work directory"; exit 3; }
+workdir=$(mktemp -d "${TMPDIR:-/tmp}/prefetch.XXXXXXXX") || {
+  log "cannot create a private work directory"
+  exit 3
+}
 trap 'rm -rf -- "$workdir"' EXIT
 
 # --- helpers ---------------------------------------------------------------------------------
 
 json_string() {
-  # Print $1 as a JSON string: escape backslash, quote and control characters.
+  # $1 as a JSON string: backslash, quote and control characters escaped.
   local s=$1
   s=${s//\\/\\\\}
   s=${s//\"/\\\"}
@@ -92,104 +112,287 @@ json_string() {
   printf '"%s"' "$s"
 }
 
+# Flatten JSON on stdin into "path<TAB>value" lines (manifests.0.digest, layers.1.size, ...).
+# Exits non-zero on malformed input. POSIX awk: the nodes have no jq.
+json_paths() {
+  awk '
+    function ws() { while (pos <= n && index(" \t\r\n", substr(s, pos, 1)) > 0) pos++ }
+    function str(   out, c) {
+      pos++; out = ""
+      while (pos <= n) {
+        c = substr(s, pos, 1)
+        if (c == "\\") { out = out substr(s, pos, 2); pos += 2; continue }
+        if (c == "\"") { pos++; return out }
+        out = out c; pos++
+      }
+      bad = 1; return out
+    }
+    function value(path,   c, key, i, start) {
+      if (bad) return
+      ws(); c = substr(s, pos, 1)
+      if (c == "{") {
+        pos++; ws()
+        if (substr(s, pos, 1) == "}") { pos++; return }
+        while (!bad) {
+          ws()
+          if (substr(s, pos, 1) != "\"") { bad = 1; return }
+          key = str(); ws()
+          if (substr(s, pos, 1) != ":") { bad = 1; return }
+          pos++
+          value(path == "" ? key : path "." key)
+          ws(); c = substr(s, pos, 1); pos++
+          if (c == "}") return
+          if (c != ",") { bad = 1; return }
+        }
+        return
+      }
+      if (c == "[") {
+        pos++; ws()
+        if (substr(s, pos, 1) == "]") { pos++; return }
+        for (i = 0; !bad; i++) {
+          value(path == "" ? i : path "." i)
+          ws(); c = substr(s, pos, 1); pos++
+          if (c == "]") return
+          if (c != ",") { bad = 1; return }
+        }
+        return
+      }
+      if (c == "\"") { print path "\t" str(); return }
+      start = pos
+      while (pos <= n && index(",}] \t\r\n", substr(s, pos, 1)) == 0) pos++
+      if (pos == start) { bad = 1; return }
+      print path "\t" substr(s, start, pos - start)
+    }
+    { s = s $0 "\n" }
+    END { n = length(s); pos = 1; value(""); if (bad || n < 2) exit 1 }
+  '
+}
+
 now() { date +%s.%N; }
-
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-
 free_mib() { df -Pk -- "$containerd_root" 2>/dev/null | awk 'NR == 2 { printf "%d", $4 / 1024 }'; }
+last_line() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-"$MAX_ERROR"; }
 
-# The size of an image's content in containerd, in bytes (0 if unknown).
-image_bytes() {
-  ctr_ns images ls "name==$1" 2>/dev/null | awk 'NR == 2 {
-      n = $4; u = $5; m = 1
-      if (u == "KiB") m = 1024; else if (u == "MiB") m = 1048576; else if (u == "GiB") m = 1073741824
-      printf "%d", n * m }'
-}
-
-# True if the image is in the namespace, complete, and unpacked for this node.
-is_present() {
-  ctr_ns images check "name==$1" 2>/dev/null | awk 'NR == 2 && $4 == "complete" && $NF == "true" { found = 1 } END { exit !found }'
-}
-
-registry_auth_dir() {
-  # For ECR, a containerd hosts directory whose hosts.toml carries the Authorization header, so
-  # the token is never on a command line. Empty output: pull anonymously.
-  local registry=$1 region creds password
-  [[ $registry =~ ^[0-9]{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$ ]] || return 0
-  region=${BASH_REMATCH[1]}
-  if [ -f "$workdir/auth.$registry" ]; then
-    printf '%s' "$workdir/hosts"
-    return 0
+# A private hosts directory: the node's registry configuration (mirrors, CAs, plain HTTP), and
+# for ECR registries the Authorization header, so the token is never on a command line and never
+# printed. Registry credentials come from the node's own role.
+readonly hosts_dir="$workdir/hosts"
+prepare_hosts() {
+  local registry=$1 dir=$hosts_dir conf password region creds
+  conf="$dir/$registry/hosts.toml"
+  if [ ! -d "$dir" ]; then
+    mkdir -p "$dir"
+    if [ -d "$base_hosts_dir" ]; then
+      cp -R "$base_hosts_dir/." "$dir/" 2>/dev/null || log "cannot copy $base_hosts_dir; using defaults"
+    fi
   fi
+  if [[ $registry =~ ^[0-9]{12}\.dkr\.ecr(-fips)?\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$ ]] && [ ! -e "$dir/$registry/.auth" ]; then
+    region=${BASH_REMATCH[2]}
+    password=$(ecr_password "$registry" "$region") || password=''
+    if [ -n "$password" ]; then
+      creds=$(printf 'AWS:%s' "$password" | base64 | tr -d '\n')
+      mkdir -p "$dir/$registry"
+      [ -f "$conf" ] || printf 'server = "https://%s"\n' "$registry" >"$conf"
+      {
+        printf '\n[header]\n  Authorization = "Basic %s"\n' "$creds"
+        grep -o '^\[host\."[^"]*"\]' "$conf" | sed 's/^\[host\."\([^"]*\)"\]$/\1/' | sort -u | while read -r host; do
+          printf '\n[host."%s".header]\n  Authorization = "Basic %s"\n' "$host" "$creds"
+        done
+      } >>"$conf.auth"
+      cat "$conf.auth" >>"$conf" && rm -f "$conf.auth"
+    fi
+    : >"$dir/$registry/.auth"
+  fi
+}
+
+# An ECR token from the node's role: the EKS AMI's kubelet credential provider, else the AWS
+# CLI. Both answer on stdout; nothing goes on a command line.
+ecr_password() {
+  local registry=$1 region=$2 provider answer
+  for provider in /etc/eks/image-credential-provider/ecr-credential-provider \
+    /usr/local/bin/ecr-credential-provider "$(command -v ecr-credential-provider 2>/dev/null)"; do
+    if [ -z "$provider" ] || [ ! -x "$provider" ]; then
+      continue
+    fi
+    answer=$(printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"%s/x"}' \
+      "$registry" | "$provider" 2>>"$workdir/auth.err" | json_paths 2>/dev/null |
+      awk -F '\t' '$1 ~ /^auth\..*\.password$/ { print $2; exit }')
+    if [ -n "$answer" ]; then
+      printf '%s' "$answer"
+      return 0
+    fi
+  done
   if command -v aws >/dev/null 2>&1; then
-    password=$(aws ecr get-login-password --region "$region" 2>"$workdir/auth.err") || password=''
+    aws ecr get-login-password --region "$region" 2>>"$workdir/auth.err" && return 0
   fi
-  if [ -z "${password:-}" ]; then
-    log "no ECR credentials for $registry: $(tail -n 1 "$workdir/auth.err" 2>/dev/null)"
-    return 0
+  log "no ECR credentials for $registry (no credential provider or AWS CLI answered): $(last_line "$workdir/auth.err")"
+  return 1
+}
+
+# The manifest for this node's platform, flattened, from the registry or the content store.
+platform_manifest() {
+  local ref=$1 repo_ref=$2 hosts=$3 source=$4 raw paths child
+  if [ "$source" = local ]; then
+    raw=$(ctr_ns content get "${ref##*@}" 2>/dev/null) || return 1
+  else
+    raw=$(ctr_ns content fetch-object --hosts-dir "$hosts" "$ref" 2>"$workdir/fetch.$BASHPID.err") || return 1
   fi
-  creds=$(printf 'AWS:%s' "$password" | base64 -w0)
-  mkdir -p "$workdir/hosts/$registry"
-  {
-    printf 'server = "https://%s"\n' "$registry"
-    printf '[host."https://%s"]\n' "$registry"
-    printf '  capabilities = ["pull", "resolve"]\n'
-    printf '  [host."https://%s".header]\n' "$registry"
-    printf '    Authorization = "Basic %s"\n' "$creds"
-  } > "$workdir/hosts/$registry/hosts.toml"
-  : > "$workdir/auth.$registry"
-  printf '%s' "$workdir/hosts"
+  paths=$(printf '%s' "$raw" | json_paths) || return 1
+  if printf '%s\n' "$paths" | grep -q '^manifests\.0\.digest'; then
+    child=$(printf '%s\n' "$paths" | awk -F '\t' -v arch="$node_arch" '
+      $1 ~ /^manifests\.[0-9]+\.digest$/ { split($1, p, "."); d[p[2]] = $2 }
+      $1 ~ /^manifests\.[0-9]+\.platform\.architecture$/ { split($1, p, "."); a[p[2]] = $2 }
+      $1 ~ /^manifests\.[0-9]+\.platform\.os$/ { split($1, p, "."); o[p[2]] = $2 }
+      END { for (i in d) if (a[i] == arch && o[i] == "linux") { print d[i]; exit } }')
+    [[ $child =~ ^$DIGEST_RE$ ]] || return 4
+    platform_manifest "$repo_ref@$child" "$repo_ref" "$hosts" "$source"
+    return
+  fi
+  printf '%s\n' "$paths"
+}
+
+layers_bytes() { awk -F '\t' '$1 ~ /^(layers\.[0-9]+|config)\.size$/ { total += $2 } END { printf "%d", total }'; }
+
+# True if an image with this target digest is in the namespace, complete and unpacked.
+is_present() {
+  ctr_ns images check 2>/dev/null | awk -v d="$1" '
+    NR > 1 && $3 == d && $4 == "complete" && $NF == "true" { found = 1 } END { exit !found }'
+}
+
+transient() {
+  # Registry answers that another try can fix: 5xx, throttling, resets, timeouts. Not 401/403/404.
+  grep -qiE '(unauthorized|forbidden|denied|not found|401|403|404|manifest unknown)' "$1" && return 1
+  grep -qiE '(50[0-9]|429|too many requests|connection reset|connection refused|i/o timeout|timeout|tls handshake|EOF|temporary|unavailable)' "$1"
 }
 
 # --- one image -------------------------------------------------------------------------------
 
 pull_one() {
-  local item=$1 name digest registry rest repo tag pinned started outcome=pulled error='' bytes=0 free hosts
+  local item=$1 name digest registry rest repo tag pinned started outcome=pulled error='' bytes=0
+  local hosts manifest need_mib free attempt log_file="$workdir/pull.$BASHPID.log" code
   name=${item%@*}
   digest=${item##*@}
   registry=${name%%/*}
   rest=${name#*/}
-  if [[ $rest == *:* ]]; then tag=${rest##*:}; repo=${rest%:*}; else tag=''; repo=$rest; fi
+  if [[ $rest == *:* ]]; then
+    tag=${rest##*:}
+    repo=${rest%:*}
+  else
+    tag=''
+    repo=$rest
+  fi
   pinned="$registry/$repo@$digest"
   started=$(now)
+  hosts=$hosts_dir
 
-  if is_present "$pinned"; then
+  if is_present "$digest"; then
     outcome=present
+    # The tag of a present image is set again below (it may have been moved elsewhere).
+    manifest=$(platform_manifest "$pinned" "$registry/$repo" "$hosts" local) && bytes=$(printf '%s\n' "$manifest" | layers_bytes)
   else
-    free=$(free_mib)
-    if [ -n "$free" ] && [ "$free" -lt "$min_free_mib" ]; then
-      outcome=skipped-disk
-      error="only ${free} MiB free on ${containerd_root}, below MinFreeDiskMiB ${min_free_mib} (missing $((min_free_mib - free)) MiB)"
+    manifest=$(platform_manifest "$pinned" "$registry/$repo" "$hosts" remote)
+    code=$?
+    if [ "$code" -eq 4 ]; then
+      outcome=failed
+      error="the image has no linux/${node_arch} variant"
+    elif [ "$code" -ne 0 ]; then
+      outcome=failed
+      error="cannot read the manifest: $(last_line "$workdir/fetch.$BASHPID.err")"
+      [ -n "${error#cannot read the manifest: }" ] || error="cannot read the manifest of $pinned"
     else
-      local args=(images pull --label "$MARK_LABEL=true")
-      hosts=$(registry_auth_dir "$registry")
-      [ -n "$hosts" ] && args+=(--hosts-dir "$hosts")
-      [ -n "${PREFETCH_PLAIN_HTTP:-}" ] && args+=(--plain-http)
-      log "pulling $pinned"
-      if ! timeout --kill-after=10 "$pull_timeout" "${ctr_cmd[@]}" --namespace "$NAMESPACE" "${args[@]}" "$pinned" \
-          >"$workdir/pull.$$.$BASHPID.log" 2>&1; then
-        outcome=failed
-        error=$(grep -v '^\s*$' "$workdir/pull.$$.$BASHPID.log" | tail -n 1 | cut -c1-"$MAX_ERROR")
-        [ -n "$error" ] || error="ctr images pull failed or timed out after ${pull_timeout}s"
+      bytes=$(printf '%s\n' "$manifest" | layers_bytes)
+      need_mib=$(((bytes * (1 + UNPACK_FACTOR) + 1048575) / 1048576))
+      free=$(free_mib)
+      if [ -n "$free" ] && [ $((free - need_mib)) -lt "$min_free_mib" ]; then
+        outcome=skipped-disk
+        error="needs about ${need_mib} MiB (layers and unpacking), ${free} MiB free on ${containerd_root}, MinFreeDiskMiB ${min_free_mib}: missing $((min_free_mib + need_mib - free)) MiB"
       fi
+    fi
+    if [ "$outcome" = pulled ]; then
+      log "pulling $pinned ($((bytes / 1048576)) MiB)"
+      for ((attempt = 1; attempt <= PULL_ATTEMPTS; attempt++)); do
+        if timeout --kill-after=10 "$pull_timeout" "${ctr_cmd[@]}" --namespace "$NAMESPACE" images pull \
+          --hosts-dir "$hosts" --label "$MARK_LABEL=true" "$pinned" >"$log_file" 2>&1; then
+          outcome=pulled
+          error=''
+          break
+        fi
+        code=$?
+        outcome=failed
+        error=$(last_line "$log_file")
+        [ "$code" -ne 124 ] && [ "$code" -ne 137 ] || error="the pull took longer than PullTimeoutSeconds (${pull_timeout} s)"
+        if [ "$attempt" -lt "$PULL_ATTEMPTS" ] && transient "$log_file"; then
+          log "transient registry error for $pinned (try $attempt of $PULL_ATTEMPTS): $error"
+          sleep $((2 ** attempt))
+        else
+          break
+        fi
+      done
     fi
   fi
 
   if [ "$outcome" = pulled ] || [ "$outcome" = present ]; then
+    # The tag makes the image resolvable under the name Pods use (IfNotPresent starts at once).
     if [ -n "$tag" ] && ! ctr_ns images tag --force "$pinned" "$registry/$repo:$tag" >/dev/null 2>"$workdir/tag.$BASHPID.err"; then
-      outcome=failed
-      error="pulled, but tagging $registry/$repo:$tag failed: $(tail -n 1 "$workdir/tag.$BASHPID.err" | cut -c1-"$MAX_ERROR")"
+      # A present image may exist only under other names (pulled by the kubelet by tag).
+      if ! ctr_ns images ls -q 2>/dev/null | grep -qxF "$pinned"; then
+        ctr_ns images pull --hosts-dir "$hosts" --label "$MARK_LABEL=true" "$pinned" >"$log_file" 2>&1 || true
+      fi
+      if ! ctr_ns images tag --force "$pinned" "$registry/$repo:$tag" >/dev/null 2>"$workdir/tag.$BASHPID.err"; then
+        outcome=failed
+        error="tagging $registry/$repo:$tag failed: $(last_line "$workdir/tag.$BASHPID.err")"
+      fi
     fi
-    bytes=$(image_bytes "$pinned")
   fi
   printf '{"image":%s,"digest":%s,"tag":%s,"outcome":"%s","bytes":%d,"seconds":%s,"error":%s}\n' \
     "$(json_string "$pinned")" "$(json_string "$digest")" "$(json_string "$tag")" "$outcome" \
     "${bytes:-0}" "$(elapsed "$started" "$(now)")" "$(json_string "$error")"
 }
 
+# --- cleanup (opt-in): superseded digests this agent pulled, that nothing uses ----------------
+
+cleanup_superseded() {
+  local item name digest registry rest repo keep images containers refs ref target
+  images=$(ctr_ns images ls 2>/dev/null) || return 0
+  containers=$(ctr_ns containers ls 2>/dev/null | awk 'NR > 1 { print $2 }')
+  for item in "${items[@]}"; do
+    name=${item%@*}
+    digest=${item##*@}
+    registry=${name%%/*}
+    rest=${name#*/}
+    repo=${rest%:*}
+    [[ $rest == *:* ]] || repo=$rest
+    keep=$digest
+    # Our digest references of the same repository, other than the one just pulled.
+    printf '%s\n' "$images" | awk -v prefix="$registry/$repo@" -v keep="$keep" -v label="$MARK_LABEL=true" '
+      NR > 1 && index($1, prefix) == 1 && $3 != keep && index($0, label) > 0 { print $3 }' | sort -u |
+      while read -r target; do
+        # Every name of that image: if a tag still points to it, or a container uses any of
+        # them, it is not superseded or not unused.
+        refs=$(printf '%s\n' "$images" | awk -v t="$target" 'NR > 1 && $3 == t { print $1 }')
+        if printf '%s\n' "$refs" | grep -v '@' | grep -qv '^sha256:'; then
+          log "cleanup: keeping $target (a tag still points to it)"
+          continue
+        fi
+        if printf '%s\n' "$refs" | grep -qxF -f <(printf '%s\n' "$containers" | grep -v '^$' || true); then
+          log "cleanup: keeping $target (a container uses it)"
+          continue
+        fi
+        while read -r ref; do
+          [ -n "$ref" ] || continue
+          ctr_ns images rm "$ref" >/dev/null 2>&1 && log "cleanup: removed $ref"
+        done <<<"$refs"
+      done
+  done
+}
+
 # --- all images, a bounded number at a time ---------------------------------------------------
 
-log "${#items[@]} image(s), parallelism ${parallelism}, ${min_free_mib} MiB minimum free"
+log "${#items[@]} image(s), parallelism ${parallelism}, ${min_free_mib} MiB minimum free, platform linux/${node_arch}"
+# Registry configuration and credentials once per registry, before the parallel pulls.
+for item in "${items[@]}"; do
+  prepare_hosts "${item%%/*}"
+done
 index=0
 for item in "${items[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$parallelism" ]; do
@@ -205,4 +408,5 @@ for ((i = 0; i < index; i++)); do
   cat "$workdir/result.$i"
   grep -q '"outcome":"failed"' "$workdir/result.$i" && status=1
 done
+[ "$cleanup" = true ] && cleanup_superseded
 exit "$status"

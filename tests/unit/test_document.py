@@ -38,9 +38,23 @@ def test_render_check_passes_on_the_committed_template():
 def test_every_parameter_has_an_allowed_pattern_and_env_var_interpolation(document):
     for name, spec in document["parameters"].items():
         assert spec.get("allowedPattern"), name
-        assert spec.get("interpolationType") == "ENV_VAR", name
         if "default" in spec:
             assert re.search(spec["allowedPattern"], spec["default"]), name
+        if name == "executionTimeout":
+            continue
+        assert spec.get("interpolationType") == "ENV_VAR", name
+
+
+def test_execution_timeout_feeds_only_the_step_timeout_and_is_digits_only(document):
+    # With ENV_VAR, SSM agents write "$SSM_executionTimeout" into timeoutSeconds (the step then
+    # runs with the 3600 s default): this one parameter is interpolated as text, so it must be
+    # digits only and must not appear in the script.
+    spec = document["parameters"]["executionTimeout"]
+    assert "interpolationType" not in spec
+    assert re.fullmatch(r"\^[()\[\]0-9|{},-]+\$", spec["allowedPattern"])
+    assert "executionTimeout" not in SCRIPT
+    for hostile in ("60;reboot", "$(id)", "1e9", "-1", "172801", "`id`"):
+        assert not re.search(spec["allowedPattern"], hostile)
 
 
 def test_the_script_never_interpolates_parameters_as_text():

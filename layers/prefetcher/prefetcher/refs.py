@@ -29,26 +29,28 @@ IMAGES_PARAMETER = rf"^{IMAGE_ITEM}(,{IMAGE_ITEM})*$"
 IMAGES_MAX_LENGTH = 32_000
 
 REPOSITORY_MAX = 256
-_registry = re.compile(rf"^{REGISTRY}$")
-_repository = re.compile(rf"^{REPOSITORY}$")
-_tag = re.compile(rf"^{TAG}$")
-_digest = re.compile(rf"^{DIGEST}$")
+# fullmatch: `$` alone would accept a trailing newline.
+_registry = re.compile(REGISTRY)
+_repository = re.compile(REPOSITORY)
+_tag = re.compile(TAG)
+_digest = re.compile(DIGEST)
+_item = re.compile(IMAGE_ITEM)
 
 
 def is_registry(value: str) -> bool:
-    return len(value) <= 255 and bool(_registry.match(value))
+    return len(value) <= 255 and bool(_registry.fullmatch(value))
 
 
 def is_repository(value: str) -> bool:
-    return 2 <= len(value) <= REPOSITORY_MAX and bool(_repository.match(value))
+    return 2 <= len(value) <= REPOSITORY_MAX and bool(_repository.fullmatch(value))
 
 
 def is_tag(value: str) -> bool:
-    return bool(_tag.match(value))
+    return bool(_tag.fullmatch(value))
 
 
 def is_digest(value: str) -> bool:
-    return bool(_digest.match(value))
+    return bool(_digest.fullmatch(value))
 
 
 def ecr_registry(account: str, region: str) -> str:
@@ -99,7 +101,7 @@ class ImageRef:
 
     @classmethod
     def parse_agent_item(cls, item: str) -> ImageRef:
-        if not re.match(rf"^{IMAGE_ITEM}$", item):
+        if not _item.fullmatch(item):
             raise ValueError(f"not an image reference of the form registry/repo[:tag]@sha256:...: {item[:120]!r}")
         name, digest = item.rsplit("@", 1)
         registry, rest = name.split("/", 1)
