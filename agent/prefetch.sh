@@ -171,7 +171,8 @@ json_paths() {
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 free_mib() { df -Pk -- "$containerd_root" 2>/dev/null | awk 'NR == 2 { printf "%d", $4 / 1024 }'; }
-last_line() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-"$MAX_ERROR"; }
+# The last line of a command's errors, without ctr's "ctr: " prefix.
+last_line() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | sed 's/^ctr: //' | cut -c1-"$MAX_ERROR"; }
 
 # A private hosts directory: the node's registry configuration (mirrors, CAs, plain HTTP), and
 # for ECR registries the Authorization header, so the token is never on a command line and never
@@ -231,11 +232,11 @@ ecr_password() {
 
 # The manifest for this node's platform, flattened, from the registry or the content store.
 platform_manifest() {
-  local ref=$1 repo_ref=$2 hosts=$3 source=$4 raw paths child
+  local ref=$1 repo_ref=$2 hosts=$3 source=$4 errors=$5 raw paths child
   if [ "$source" = local ]; then
     raw=$(ctr_ns content get "${ref##*@}" 2>/dev/null) || return 1
   else
-    raw=$(ctr_ns content fetch-object --hosts-dir "$hosts" "$ref" 2>"$workdir/fetch.$BASHPID.err") || return 1
+    raw=$(ctr_ns content fetch-object --hosts-dir "$hosts" "$ref" 2>"$errors") || return 1
   fi
   paths=$(printf '%s' "$raw" | json_paths) || return 1
   if printf '%s\n' "$paths" | grep -q '^manifests\.0\.digest'; then
@@ -245,7 +246,7 @@ platform_manifest() {
       $1 ~ /^manifests\.[0-9]+\.platform\.os$/ { split($1, p, "."); o[p[2]] = $2 }
       END { for (i in d) if (a[i] == arch && o[i] == "linux") { print d[i]; exit } }')
     [[ $child =~ ^$DIGEST_RE$ ]] || return 4
-    platform_manifest "$repo_ref@$child" "$repo_ref" "$hosts" "$source"
+    platform_manifest "$repo_ref@$child" "$repo_ref" "$hosts" "$source" "$errors"
     return
   fi
   printf '%s\n' "$paths"
@@ -253,10 +254,21 @@ platform_manifest() {
 
 layers_bytes() { awk -F '\t' '$1 ~ /^(layers\.[0-9]+|config)\.size$/ { total += $2 } END { printf "%d", total }'; }
 
-# True if an image with this target digest is in the namespace, complete and unpacked.
-is_present() {
+# The name of an image in the namespace with this target digest, complete and unpacked (the
+# kubelet may have pulled it under its tag, or only its CRI id may be left).
+present_ref() {
   ctr_ns images check 2>/dev/null | awk -v d="$1" '
-    NR > 1 && $3 == d && $4 == "complete" && $NF == "true" { found = 1 } END { exit !found }'
+    NR > 1 && $3 == d && $4 == "complete" && $NF == "true" { print $1; found = 1; exit } END { exit !found }'
+}
+
+retry_or_stop() {
+  # $1 error file, $2 attempt, $3 image, $4 error: sleep and succeed if another try may help.
+  if [ "$2" -lt "$PULL_ATTEMPTS" ] && transient "$1"; then
+    log "transient registry error for $3 (try $2 of $PULL_ATTEMPTS): $4"
+    sleep $((2 ** $2))
+    return 0
+  fi
+  return 1
 }
 
 transient() {
@@ -268,8 +280,9 @@ transient() {
 # --- one image -------------------------------------------------------------------------------
 
 pull_one() {
-  local item=$1 name digest registry rest repo tag pinned started outcome=pulled error='' bytes=0
-  local hosts manifest need_mib free attempt log_file="$workdir/pull.$BASHPID.log" code
+  local item=$1 name digest registry rest repo tag pinned started outcome=pulled error='' bytes=0 existing
+  local hosts manifest need_mib free attempt code
+  local log_file="$workdir/pull.$BASHPID.log" fetch_errors="$workdir/fetch.$BASHPID.err"
   name=${item%@*}
   digest=${item##*@}
   registry=${name%%/*}
@@ -285,64 +298,62 @@ pull_one() {
   started=$(now)
   hosts=$hosts_dir
 
-  if is_present "$digest"; then
+  if existing=$(present_ref "$digest"); then
     outcome=present
-    # The tag of a present image is set again below (it may have been moved elsewhere).
-    manifest=$(platform_manifest "$pinned" "$registry/$repo" "$hosts" local) && bytes=$(printf '%s\n' "$manifest" | layers_bytes)
+    # Name it by digest too (locally, no registry call); the tag is set again below.
+    if [ "$existing" != "$pinned" ] && ! ctr_ns images tag --force "$existing" "$pinned" >/dev/null 2>"$workdir/tag.$BASHPID.err"; then
+      outcome=failed
+      error="present as $existing, but naming it $pinned failed: $(last_line "$workdir/tag.$BASHPID.err")"
+    fi
+    manifest=$(platform_manifest "$pinned" "$registry/$repo" "$hosts" local /dev/null) && bytes=$(printf '%s\n' "$manifest" | layers_bytes)
   else
-    manifest=$(platform_manifest "$pinned" "$registry/$repo" "$hosts" remote)
-    code=$?
-    if [ "$code" -eq 4 ]; then
-      outcome=failed
-      error="the image has no linux/${node_arch} variant"
-    elif [ "$code" -ne 0 ]; then
-      outcome=failed
-      error="cannot read the manifest: $(last_line "$workdir/fetch.$BASHPID.err")"
-      [ -n "${error#cannot read the manifest: }" ] || error="cannot read the manifest of $pinned"
-    else
+    # Transient registry errors (5xx, throttling, resets, timeouts) are tried again with backoff;
+    # an answer such as 401, 403 or 404 is final.
+    for ((attempt = 1; attempt <= PULL_ATTEMPTS; attempt++)); do
+      outcome=pulled
+      error=''
+      manifest=$(platform_manifest "$pinned" "$registry/$repo" "$hosts" remote "$fetch_errors")
+      code=$?
+      if [ "$code" -eq 4 ]; then
+        outcome=failed
+        error="the image has no linux/${node_arch} variant"
+        break
+      elif [ "$code" -ne 0 ]; then
+        outcome=failed
+        error="cannot read the manifest: $(last_line "$fetch_errors")"
+        [ -n "${error#cannot read the manifest: }" ] || error="cannot read the manifest of $pinned"
+        retry_or_stop "$fetch_errors" "$attempt" "$pinned" "$error" && continue
+        break
+      fi
       bytes=$(printf '%s\n' "$manifest" | layers_bytes)
       need_mib=$(((bytes * (1 + UNPACK_FACTOR) + 1048575) / 1048576))
       free=$(free_mib)
       if [ -n "$free" ] && [ $((free - need_mib)) -lt "$min_free_mib" ]; then
         outcome=skipped-disk
         error="needs about ${need_mib} MiB (layers and unpacking), ${free} MiB free on ${containerd_root}, MinFreeDiskMiB ${min_free_mib}: missing $((min_free_mib + need_mib - free)) MiB"
+        break
       fi
-    fi
-    if [ "$outcome" = pulled ]; then
-      log "pulling $pinned ($((bytes / 1048576)) MiB)"
-      for ((attempt = 1; attempt <= PULL_ATTEMPTS; attempt++)); do
-        if timeout --kill-after=10 "$pull_timeout" "${ctr_cmd[@]}" --namespace "$NAMESPACE" images pull \
-          --hosts-dir "$hosts" --label "$MARK_LABEL=true" "$pinned" >"$log_file" 2>&1; then
-          outcome=pulled
-          error=''
-          break
-        fi
-        code=$?
-        outcome=failed
-        error=$(last_line "$log_file")
-        [ "$code" -ne 124 ] && [ "$code" -ne 137 ] || error="the pull took longer than PullTimeoutSeconds (${pull_timeout} s)"
-        if [ "$attempt" -lt "$PULL_ATTEMPTS" ] && transient "$log_file"; then
-          log "transient registry error for $pinned (try $attempt of $PULL_ATTEMPTS): $error"
-          sleep $((2 ** attempt))
-        else
-          break
-        fi
-      done
-    fi
+      log "pulling $pinned ($((bytes / 1048576)) MiB, try $attempt)"
+      timeout --kill-after=10 "$pull_timeout" "${ctr_cmd[@]}" --namespace "$NAMESPACE" images pull \
+        --hosts-dir "$hosts" --label "$MARK_LABEL=true" "$pinned" >"$log_file" 2>&1
+      code=$?
+      [ "$code" -eq 0 ] && break
+      outcome=failed
+      error=$(last_line "$log_file")
+      if [ "$code" -eq 124 ] || [ "$code" -eq 137 ]; then
+        error="the pull took longer than PullTimeoutSeconds (${pull_timeout} s)"
+        break
+      fi
+      retry_or_stop "$log_file" "$attempt" "$pinned" "$error" && continue
+      break
+    done
   fi
 
-  if [ "$outcome" = pulled ] || [ "$outcome" = present ]; then
-    # The tag makes the image resolvable under the name Pods use (IfNotPresent starts at once).
-    if [ -n "$tag" ] && ! ctr_ns images tag --force "$pinned" "$registry/$repo:$tag" >/dev/null 2>"$workdir/tag.$BASHPID.err"; then
-      # A present image may exist only under other names (pulled by the kubelet by tag).
-      if ! ctr_ns images ls -q 2>/dev/null | grep -qxF "$pinned"; then
-        ctr_ns images pull --hosts-dir "$hosts" --label "$MARK_LABEL=true" "$pinned" >"$log_file" 2>&1 || true
-      fi
-      if ! ctr_ns images tag --force "$pinned" "$registry/$repo:$tag" >/dev/null 2>"$workdir/tag.$BASHPID.err"; then
-        outcome=failed
-        error="tagging $registry/$repo:$tag failed: $(last_line "$workdir/tag.$BASHPID.err")"
-      fi
-    fi
+  # The tag makes the image resolvable under the name Pods use (IfNotPresent starts at once).
+  if { [ "$outcome" = pulled ] || [ "$outcome" = present ]; } && [ -n "$tag" ] &&
+    ! ctr_ns images tag --force "$pinned" "$registry/$repo:$tag" >/dev/null 2>"$workdir/tag.$BASHPID.err"; then
+    outcome=failed
+    error="tagging $registry/$repo:$tag failed: $(last_line "$workdir/tag.$BASHPID.err")"
   fi
   printf '{"image":%s,"digest":%s,"tag":%s,"outcome":"%s","bytes":%d,"seconds":%s,"error":%s}\n' \
     "$(json_string "$pinned")" "$(json_string "$digest")" "$(json_string "$tag")" "$outcome" \
