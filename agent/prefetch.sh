@@ -64,6 +64,13 @@ rest=$images_param
 while :; do
   item=${rest%%,*}
   [[ $item =~ $ITEM_RE ]] || fail_input "Images item $((${#items[@]} + 1)) is not registry/repository[:tag]@sha256:<digest>"
+  name=${item%@*}
+  registry=${name%%/*}
+  repo=${name#*/}
+  repo=${repo%:*}
+  if [ "${#registry}" -gt 255 ] || [ "${#repo}" -gt 256 ]; then
+    fail_input "Images item $((${#items[@]} + 1)) has a registry or repository name that is too long"
+  fi
   items+=("$item")
   [ "${#items[@]}" -le "$MAX_IMAGES" ] || fail_input "more than ${MAX_IMAGES} images"
   [ "$item" != "$rest" ] || break

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from prefetcher import clients
 
 from prefetcher_cli import main as cli
 from prefetcher_cli.local.fleet import DEMO_FLEET, launch
-from prefetcher_cli.local.simulator import AgentRunner, NodeSimulator, simulated_agent
+from prefetcher_cli.local.simulator import AgentRunner, NodeSimulator, real_agent, simulated_agent
 from prefetcher_cli.local.stack import LocalStack, Servers
 from prefetcher_cli.local.template import ROOT
 
@@ -28,14 +30,49 @@ PUSH_EVENT = ROOT / "events" / "ecr-push-tagged.json"
 DEMO_IMAGE_BYTES = {"ml/trainer": 1_287_651_328}
 
 
+def DEMO_IMAGE_FILES() -> dict[str, bytes]:
+    """The real demo image: 48 MiB of incompressible data, so pulls take measurable time."""
+    return {"model/weights.bin": random.Random(7).randbytes(48 * 1024 * 1024)}  # noqa: S311 - test data
+
+
 def say(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def choose_runner(real_pulls: str) -> tuple[AgentRunner, str]:
-    if real_pulls == "yes":
-        raise SystemExit("prefetcher: real pulls are not available in this version; run with --real-pulls no")
-    return simulated_agent(DEMO_IMAGE_BYTES), "simulated pulls (each node answers as a successful agent would)"
+def real_nodes_or_reason(real_pulls: str) -> tuple[Any, str]:
+    """LocalNodes when real pulls are asked for (or possible, for "auto"), else why not."""
+    if real_pulls == "no":
+        return None, "asked for simulated pulls"
+    from prefetcher_cli.local import node
+
+    problem = node.unavailable()
+    if problem:
+        if real_pulls == "yes":
+            raise SystemExit(f"prefetcher: real pulls are not possible here: {problem}")
+        return None, problem
+    return node.LocalNodes(Path(tempfile.mkdtemp(prefix="prefetch-demo-"))).start(), ""
+
+
+def launch_fleet(stack: LocalStack) -> None:
+    say("launching a simulated fleet (tags as EKS managed node groups and Karpenter set them)")
+    ec2 = stack.client("ec2")
+    for spec, count in DEMO_FLEET:
+        ids = launch(ec2, spec, count)
+        print(f"    {spec.cluster:<9} {spec.kind:<10} {spec.group:<9} {' '.join(ids)}")
+
+
+def prepare_agents(nodes: Any, why_not: str, event: dict[str, Any]) -> AgentRunner:
+    """The agent each simulated node runs; with real nodes, the demo image is pushed first and
+    the push event carries its real digest."""
+    if nodes is None:
+        say(f"node agents: simulated pulls (real pulls need root with containerd: {why_not})")
+        return simulated_agent(DEMO_IMAGE_BYTES)
+    say("node agents: the SSM document's script, run for real on a containerd per node")
+    digest = nodes.push(event["detail"]["repository-name"], DEMO_IMAGE_FILES(), event["detail"]["image-tag"])
+    print(f"    demo image pushed to a local registry standing in for ECR: {digest}")
+    print(f"    (the push event from {PUSH_EVENT.relative_to(ROOT)} is sent with this digest)")
+    event["detail"]["image-digest"] = digest
+    return real_agent(nodes)
 
 
 def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
@@ -44,6 +81,7 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
     say("starting the local stack: DynamoDB Local (Java) and moto (EC2, SSM, SQS, EventBridge)")
     servers = Servers().start()
     saved = dict(os.environ)
+    nodes = None
     try:
         with log_path.open("w") as log:
             stack = LocalStack(servers, log=log).deploy()
@@ -53,14 +91,10 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
             print(f"    table {table}, document {stack.output('PrefetchDocument')}")
             print(f"    function logs: {log_path.relative_to(ROOT)}")
 
-            say("launching a simulated fleet (tags as EKS managed node groups and Karpenter set them)")
-            ec2 = stack.client("ec2")
-            for spec, count in DEMO_FLEET:
-                ids = launch(ec2, spec, count)
-                print(f"    {spec.cluster:<9} {spec.kind:<10} {spec.group:<9} {' '.join(ids)}")
-
-            runner, how = choose_runner(real_pulls)
-            say(f"node agents: {how}")
+            launch_fleet(stack)
+            event = json.loads(PUSH_EVENT.read_text())
+            nodes, why_not = real_nodes_or_reason(real_pulls)
+            runner = prepare_agents(nodes, why_not, event)
             simulator = NodeSimulator(
                 put_events=stack.put_events,
                 account=stack.stack.account,
@@ -69,7 +103,6 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
                 runner=runner,
             )
 
-            event = json.loads(PUSH_EVENT.read_text())
             image = f"{event['detail']['repository-name']}:{event['detail']['image-tag']}"
             digest = event["detail"]["image-digest"][:19]
             say(f"pushing {image} ({digest}...): {PUSH_EVENT.relative_to(ROOT)} to EventBridge")
@@ -87,6 +120,8 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
             cli.main(["coverage", "--table", table])
         return 0
     finally:
+        if nodes is not None:
+            nodes.stop()
         os.environ.clear()
         os.environ.update(saved)
         clients.reset()

@@ -1,5 +1,6 @@
-"""Build OCI images without Docker (for the node tests, the benchmarks and the demo) (a tar layer, a config, a manifest, an index) and push them to
-a registry with skopeo. Deterministic: the same content gives the same digest."""
+"""Build OCI images without Docker (a tar layer, a config, a manifest, an index) and push them
+to a registry with skopeo; for the node tests, the benchmarks and the demo. Deterministic: the
+same content gives the same digest."""
 
 from __future__ import annotations
 

@@ -70,6 +70,16 @@ def simulated_agent(sizes: dict[str, int] | None = None) -> AgentRunner:
     return run
 
 
+def real_agent(nodes: Any) -> AgentRunner:
+    """Run the document's script on a real containerd per simulated node (a LocalNodes)."""
+
+    def run(instance_id: str, parameters: dict[str, str]) -> AgentRun:
+        done = nodes.run(instance_id, parameters)
+        return AgentRun(done.code, done.stdout, done.stderr, done.started_at, done.finished_at)
+
+    return run
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 

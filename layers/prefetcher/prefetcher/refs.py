@@ -23,10 +23,16 @@ DIGEST = r"sha256:[a-f0-9]{64}"
 # One image as the agent receives it: registry/repository[:tag]@sha256:digest.
 IMAGE_ITEM = rf"{REGISTRY}/{REPOSITORY}(:{TAG})?@{DIGEST}"
 MAX_IMAGES_PER_COMMAND = 50
-# Counted repetition would make POSIX regex engines (bash's) compile huge automata, so the list
-# is `*` here and its length is checked separately (MAX_IMAGES_PER_COMMAND, IMAGES_MAX_LENGTH).
-IMAGES_PARAMETER = rf"^{IMAGE_ITEM}(,{IMAGE_ITEM})*$"
 IMAGES_MAX_LENGTH = 32_000
+
+# The document's allowedPattern for Images (checked by SSM before anything reaches a node). The
+# same shapes with counted repetition, so that absurd lengths fail there too. The agent and the
+# code here use the `*` forms above plus explicit length checks: bash's regex engine compiles
+# counted repetition into huge automata (tenths of a second per match).
+_DOC_REGISTRY = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?){0,9}(:[0-9]{1,5})?"
+_DOC_REPOSITORY = r"[a-z0-9]{1,128}([._-][a-z0-9]{1,128}){0,15}(/[a-z0-9]{1,128}([._-][a-z0-9]{1,128}){0,15}){0,15}"
+_DOC_ITEM = rf"{_DOC_REGISTRY}/{_DOC_REPOSITORY}(:{TAG})?@{DIGEST}"
+IMAGES_PARAMETER = rf"^{_DOC_ITEM}(,{_DOC_ITEM}){{0,{MAX_IMAGES_PER_COMMAND - 1}}}$"
 
 REPOSITORY_MAX = 256
 # fullmatch: `$` alone would accept a trailing newline.
@@ -35,6 +41,7 @@ _repository = re.compile(REPOSITORY)
 _tag = re.compile(TAG)
 _digest = re.compile(DIGEST)
 _item = re.compile(IMAGE_ITEM)
+_doc_item = re.compile(_DOC_ITEM)
 
 
 def is_registry(value: str) -> bool:
@@ -77,6 +84,8 @@ class ImageRef:
             raise ValueError(f"invalid digest {self.digest[:80]!r} (expected sha256:<64 hex>)")
         if self.tag and not is_tag(self.tag):
             raise ValueError(f"invalid tag {self.tag[:80]!r}")
+        if not _doc_item.fullmatch(self.agent_item):
+            raise ValueError(f"invalid reference {self.agent_item[:120]!r}: a name part is too long for the document")
 
     @property
     def pinned(self) -> str:

@@ -1,0 +1,262 @@
+"""A real node, locally: containerd (with its own root, state and socket), the distribution
+registry, and the node agent run exactly as the SSM document deploys it. Used by the node tests,
+the benchmarks and `make demo` (when it runs as root with Debian's containerd, docker-registry
+and skopeo installed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefetcher_cli.local.processes import LocalStackError, free_port, wait_for_port
+from prefetcher_cli.local.template import load
+
+NODE_TOOLS = ("containerd", "ctr", "docker-registry", "skopeo")
+
+
+def unavailable() -> str:
+    """Why a real node cannot run here ("" if it can)."""
+    if os.geteuid() != 0:
+        return "containerd needs root"
+    missing = [tool for tool in NODE_TOOLS if shutil.which(tool) is None]
+    if missing:
+        return f"missing {', '.join(missing)} (Debian packages containerd, docker-registry, skopeo)"
+    return ""
+
+
+def deployed_script(path: Path) -> Path:
+    """The SSM document's script, byte for byte as template.yaml deploys it."""
+    content = load()["Resources"]["PrefetchDocument"]["Properties"]["Content"]
+    (script,) = content["mainSteps"][0]["inputs"]["runCommand"]
+    path.write_text(script)
+    path.chmod(0o700)
+    return path
+
+
+@dataclass
+class Containerd:
+    """containerd with a private root, state and socket (root may be a small tmpfs)."""
+
+    base: Path
+    root: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def socket(self) -> Path:
+        return self.base / "containerd.sock"
+
+    def start(self, timeout: float = 30) -> Containerd:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.root = self.root or self.base / "root"
+        config = self.base / "config.toml"
+        config.write_text(
+            "version = 2\n"
+            f'root = "{self.root}"\n'
+            f'state = "{self.base / "state"}"\n'
+            f'[grpc]\n  address = "{self.socket}"\n'
+            f'[ttrpc]\n  address = "{self.socket}.ttrpc"\n'
+            '[debug]\n  address = ""\n[metrics]\n  address = ""\n'
+        )
+        log = (self.base / "containerd.log").open("w")
+        self.process = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LocalStackError(f"containerd exited; see {self.base / 'containerd.log'}")
+            if self.socket.exists() and self.ctr("version", check=False).returncode == 0:
+                return self
+            time.sleep(0.1)
+        raise LocalStackError("containerd did not answer within 30 s")
+
+    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ctr", "--address", str(self.socket), "--namespace", "k8s.io", *args],
+            capture_output=True, text=True, check=check,
+        )  # fmt: skip
+
+    def images(self) -> dict[str, dict[str, str]]:
+        """Image name -> {digest, labels} in the k8s.io namespace."""
+        lines = self.ctr("images", "ls").stdout.splitlines()[1:]
+        found = {}
+        for line in lines:
+            parts = line.split()
+            found[parts[0]] = {"digest": parts[2], "labels": parts[-1]}
+        return found
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        self.process = None
+
+
+@dataclass
+class Registry:
+    """The distribution registry (`docker-registry`), plain HTTP on loopback, optionally with
+    htpasswd basic auth (user AWS, like an ECR login)."""
+
+    base: Path
+    password: str = ""
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> Registry:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        auth = ""
+        if self.password:
+            import bcrypt
+
+            hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=4)).decode()
+            (self.base / "htpasswd").write_text(f"AWS:{hashed}\n")
+            auth = f"auth:\n  htpasswd:\n    realm: local\n    path: {self.base / 'htpasswd'}\n"
+        config = self.base / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: warn\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.base / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n" + auth
+        )
+        log = (self.base / "registry.log").open("w")
+        self.process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
+        wait_for_port(self.port, 30, self.process)
+        return self
+
+    @property
+    def credentials(self) -> str | None:
+        return f"AWS:{self.password}" if self.password else None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=15)
+        self.process = None
+
+
+def hosts_entry(hosts_dir: Path, name: str, upstream: str) -> None:
+    """Registry configuration as a node has it (containerd's config_path): pulls of `name` go to
+    the plain-HTTP `upstream`."""
+    directory = hosts_dir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "hosts.toml").write_text(
+        f'server = "http://{upstream}"\n[host."http://{upstream}"]\n  capabilities = ["pull", "resolve"]\n'
+    )
+
+
+def fake_aws_cli(bin_dir: Path, token: str) -> Path:
+    """A stand-in for the AWS CLI on a node: `aws ecr get-login-password` prints the token the
+    node's role would get (read from a file, so it is on no command line either)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "token").write_text(token)
+    script = bin_dir / "aws"
+    script.write_text(
+        "#!/bin/sh\n"
+        '[ "$1 $2" = "ecr get-login-password" ] || { echo "unexpected: $*" >&2; exit 9; }\n'
+        f'cat "{bin_dir / "token"}"\n'
+    )
+    script.chmod(0o755)
+    return bin_dir
+
+
+@dataclass
+class AgentResult:
+    code: int
+    stdout: str
+    stderr: str
+    started_at: datetime
+    finished_at: datetime
+
+
+def run_agent(
+    script: Path,
+    containerd: Containerd,
+    parameters: dict[str, str],
+    *,
+    hosts_dir: Path | None = None,
+    path_prefix: list[Path] | None = None,
+    timeout: float = 600,
+) -> AgentResult:
+    """Run the document's script as the SSM agent would: `sh -c <script>`, parameters only as
+    SSM_<name> environment variables."""
+    env = {
+        "PATH": ":".join([*(str(p) for p in path_prefix or []), os.environ.get("PATH", "/usr/bin:/bin")]),
+        "HOME": "/root",
+        "CONTAINERD_ADDRESS": str(containerd.socket),
+        "PREFETCH_CONTAINERD_ROOT": str(containerd.root),
+        "TMPDIR": tempfile.gettempdir(),
+        **({"PREFETCH_HOSTS_DIR": str(hosts_dir)} if hosts_dir else {}),
+        **{f"SSM_{name}": value for name, value in parameters.items()},
+    }
+    started = datetime.now(UTC)
+    done = subprocess.run(
+        ["sh", "-c", str(script)], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return AgentResult(done.returncode, done.stdout, done.stderr, started, datetime.now(UTC))
+
+
+ECR_DEMO_REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+
+@dataclass
+class LocalNodes:
+    """Real nodes for the node simulator: one containerd per simulated node (started on its
+    first command), a registry that asks for an ECR-style login and stands in for the account's
+    ECR registry (the nodes' registry configuration sends ECR pulls there), and a stand-in AWS
+    CLI that gives the nodes the login token, as a node's role would. Each command runs the
+    document's script exactly as deployed."""
+
+    base: Path
+    token: str = "local-ecr-token-0123456789abcdef0123456789abcdef"  # noqa: S105 - the local registry's only
+    registry: Registry | None = None
+    nodes: dict[str, Containerd] = field(default_factory=dict)
+
+    def start(self) -> LocalNodes:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.script = deployed_script(self.base / "prefetch.sh")
+        self.registry = Registry(self.base / "registry", password=self.token).start()
+        self.hosts_dir = self.base / "certs.d"
+        hosts_entry(self.hosts_dir, ECR_DEMO_REGISTRY, self.registry.host)
+        self.bin_dir = fake_aws_cli(self.base / "bin", self.token)
+        return self
+
+    def push(self, repository: str, files: dict[str, bytes], tag: str) -> str:
+        """Build an image and push it as <ECR registry>/<repository>:<tag>; returns its digest."""
+        from prefetcher_cli.local import images
+
+        assert self.registry is not None
+        layout = self.base / "layouts" / repository.replace("/", "_")
+        built = images.build(layout, files)
+        images.push(layout, f"{self.registry.host}/{repository}:{tag}", credentials=self.registry.credentials)
+        return built.digest
+
+    def containerd(self, instance_id: str) -> Containerd:
+        if instance_id not in self.nodes:
+            # Short paths: a unix socket path must stay under 108 bytes.
+            self.nodes[instance_id] = Containerd(Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))).start()
+        return self.nodes[instance_id]
+
+    def run(self, instance_id: str, parameters: dict[str, str]) -> AgentResult:
+        return run_agent(
+            self.script, self.containerd(instance_id), parameters, hosts_dir=self.hosts_dir, path_prefix=[self.bin_dir]
+        )
+
+    def stop(self) -> None:
+        for containerd in self.nodes.values():
+            containerd.stop()
+            shutil.rmtree(containerd.base, ignore_errors=True)
+        self.nodes.clear()
+        if self.registry is not None:
+            self.registry.stop()

@@ -1,0 +1,78 @@
+"""The node suite: the SSM document's script, byte for byte, against a real containerd and a
+real registry. Needs root and Debian's containerd, docker-registry and skopeo; CI runs it as root
+(.ci/run sets PREFETCH_NODE_SUITE=required, so a missing piece fails instead of skipping)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefetcher.states import AgentResult
+from prefetcher_cli.local import node
+
+
+def _requirement() -> None:
+    problem = node.unavailable()
+    if problem:
+        if os.environ.get("PREFETCH_NODE_SUITE") == "required":
+            pytest.fail(f"node suite required but not possible here: {problem}")
+        pytest.skip(f"node suite needs root with containerd, docker-registry and skopeo: {problem}")
+
+
+@pytest.fixture(scope="session")
+def node_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _requirement()
+    return tmp_path_factory.mktemp("node")
+
+
+@pytest.fixture(scope="session")
+def script(node_base: Path) -> Path:
+    return node.deployed_script(node_base / "prefetch.sh")
+
+
+@pytest.fixture(scope="session")
+def registry(node_base: Path) -> Iterator[node.Registry]:
+    started = node.Registry(node_base / "registry").start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def containerd() -> Iterator[node.Containerd]:
+    _requirement()
+    # A fresh, short base path: a unix socket path must stay under 108 bytes.
+    base = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))
+    started = node.Containerd(base).start()
+    yield started
+    started.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def hosts_dir(tmp_path: Path, registry: node.Registry) -> Path:
+    directory = tmp_path / "certs.d"
+    node.hosts_entry(directory, registry.host, registry.host)
+    return directory
+
+
+def results(stdout: str) -> list[AgentResult]:
+    """Every stdout line is a result line of the contract."""
+    return [AgentResult.model_validate(json.loads(line)) for line in stdout.splitlines()]
+
+
+@pytest.fixture
+def run(script: Path, containerd: node.Containerd, hosts_dir: Path) -> Any:
+    def run_agent(images: list[str], **parameters: Any) -> tuple[node.AgentResult, list[AgentResult]]:
+        path = parameters.pop("path_prefix", None)
+        hosts = parameters.pop("hosts", hosts_dir)
+        params = {"Images": ",".join(images), **{k: str(v) for k, v in parameters.items()}}
+        outcome = node.run_agent(script, containerd, params, hosts_dir=hosts, path_prefix=path)
+        return outcome, results(outcome.stdout)
+
+    return run_agent

@@ -1,0 +1,52 @@
+"""Real agent output, carried through the audit function into DynamoDB Local: the push path on
+the local stack, the SSM document's script run for real on a containerd per node, the status
+events through the audit rule and queue."""
+
+from __future__ import annotations
+
+import copy
+import random
+import tempfile
+from pathlib import Path
+
+from prefetcher.store import AuditTable
+from prefetcher_cli.local.fleet import NodeSpec, launch
+from prefetcher_cli.local.node import LocalNodes
+from prefetcher_cli.local.simulator import NodeSimulator, real_agent
+
+from tests.helpers import load_event
+
+
+def test_real_pull_results_land_in_the_audit_table(stack, node_base):
+    nodes = LocalNodes(Path(tempfile.mkdtemp(prefix="prefetch-nodes-"))).start()
+    try:
+        # Given two nodes of ml-prod and an image pushed to the (local stand-in for) ECR
+        instances = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"), 2)
+        digest = nodes.push("ml/trainer", {"w": random.Random(5).randbytes(2 * 1024 * 1024)}, "v1.4.0")
+        push = copy.deepcopy(load_event("ecr-push-tagged.json"))
+        push["detail"]["image-digest"] = digest
+        # And a second push whose digest the registry does not have
+        missing = copy.deepcopy(push)
+        missing["id"] = "0d7e0a4e-3f5c-4d1f-9b0e-5f2a7c9e1d11"
+        missing["time"] = "2026-11-29T10:20:00Z"
+        missing["detail"]["image-tag"] = "v1.5.0"
+        missing["detail"]["image-digest"] = "sha256:" + "5" * 64
+        simulator = NodeSimulator(
+            stack.put_events, "123456789012", "us-east-1", stack.output("PrefetchDocument"), real_agent(nodes)
+        )
+        # When both go through the stack and the nodes run the agent for real
+        stack.put_events(push, missing)
+        stack.run_sources(timeout=300, between=simulator.step)
+    finally:
+        nodes.stop()
+    table = AuditTable(stack.output("AuditTable"))
+    _, pulled = table.image("ml/trainer", digest)
+    _, failed = table.image("ml/trainer", "sha256:" + "5" * 64)
+    # Then every node's record carries the agent's own outcome, bytes, seconds and reason
+    assert {r["instance_id"] for r in pulled} == set(instances)
+    for record in pulled:
+        assert (record["state"], record["holds"]) == ("cached", True)
+        assert int(record["bytes"]) >= 2 * 1024 * 1024 and float(record["seconds"]) > 0
+    for record in failed:
+        assert record["state"] == "failed" and "not found" in record["reason"]
+    assert len(failed) == 2
