@@ -66,5 +66,8 @@ document: $(VENV)/.installed ## copy agent/prefetch.sh into the SSM document in 
 build: install document ## sam build (no Docker needed)
 	PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam build
 
+bench: install ## benchmarks (node agent: needs root with containerd); rewrites docs/benchmarks.md and bench/results.json
+	$(BIN)/python -m bench.run
+
 clean: ## remove build output and local state
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache .hypothesis
