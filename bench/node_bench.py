@@ -65,7 +65,9 @@ def run(base: Path, registry: node.Registry) -> int:
     single = push(base, registry, "single", SINGLE_MIB, 99)
 
     def agent(containerd: node.Containerd, items: list[str], parallelism: int) -> node.AgentResult:
-        done = node.run_agent(script, containerd, {"Images": ",".join(items), "Parallelism": str(parallelism)}, hosts_dir=hosts)
+        done = node.run_agent(
+            script, containerd, {"Images": ",".join(items), "Parallelism": str(parallelism)}, hosts_dir=hosts
+        )
         if done.code != 0:
             raise RuntimeError(done.stderr)
         return done

@@ -103,3 +103,13 @@ def test_outputs_name_everything_the_cli_and_tests_need():
         "EventDeliveryDLQUrl",
     ):
         assert name in outputs
+
+
+def test_the_deployed_agent_script_passes_shellcheck(tmp_path):
+    from prefetcher_cli.local.node import deployed_script
+
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed (Debian package shellcheck; .ci/run installs it)")
+    script = deployed_script(tmp_path / "prefetch.sh")
+    result = subprocess.run(["shellcheck", "--shell=bash", str(script)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
