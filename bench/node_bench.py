@@ -17,8 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import median, save, timed
 from prefetcher_cli.local import images, node
+
+from bench.common import median, save, timed
 
 RUNS = 3
 IMAGE_MIB = 64  # each of the four images
@@ -92,7 +93,9 @@ def run(base: Path, registry: node.Registry) -> int:
                 if side == "agent":
                     with_agent.append(timed(lambda c=containerd: agent(c, [single], 1)))
                 else:
-                    bare.append(timed(lambda c=containerd: c.ctr("images", "pull", "--hosts-dir", str(hosts), name)))
+                    bare.append(
+                        timed(lambda c=containerd, n=name: c.ctr("images", "pull", "--hosts-dir", str(hosts), n))
+                    )
             finally:
                 dispose(containerd)
 

@@ -33,16 +33,18 @@ def node_section(results: dict[str, Any]) -> list[str]:
         "",
         "| Figure | Value | Goal | |",
         "|---|---|---|---|",
-        f"| Four {d['four_images_mib_each']} MiB images, Parallelism 4 / Parallelism 1 (`node_parallel_vs_serial_ratio`) "
-        f"| {ratio} | <= 0.75 | {_goal(ratio, 0.75)} |",
-        f"| An image already present, whole agent run (`node_present_seconds`) | {present} s | <= 0.2 s | {_goal(present, 0.2)} |",
+        f"| Four {d['four_images_mib_each']} MiB images, Parallelism 4 / Parallelism 1 "
+        f"(`node_parallel_vs_serial_ratio`) | {ratio} | <= 0.75 | {_goal(ratio, 0.75)} |",
+        f"| An image already present, whole agent run (`node_present_seconds`) | {present} s | <= 0.2 s "
+        f"| {_goal(present, 0.2)} |",
         f"| One {d['single_image_mib']} MiB image, agent / bare `ctr images pull` (`node_agent_vs_ctr_ratio`) "
         f"| {agent} | <= 1.10 | {_goal(agent, 1.10)} |",
         "",
         "Raw timings (seconds):",
         "",
         f"- serial (Parallelism 1): {d['serial_seconds']}; parallel (Parallelism 4): {d['parallel_seconds']}",
-        f"- present: whole run {d['present_run_seconds']}, as the result line reports it {d['present_result_line_seconds']}",
+        f"- present: whole run {d['present_run_seconds']}, "
+        f"as the result line reports it {d['present_result_line_seconds']}",
         f"- agent: {d['agent_seconds']}; bare ctr: {d['bare_ctr_seconds']}",
         "",
         "What the agent adds to a bare pull: reading the manifest first (one registry round trip, for",
