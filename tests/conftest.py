@@ -58,6 +58,6 @@ def stack(servers: Any, aws_env: dict[str, str], function_log: Any, request: pyt
         name=f"t{uuid.uuid4().hex[:10]}",
         overrides={"TargetClusters": "ml-prod,ml-batch", **overrides},
         log=function_log,
-        retry_delay=0,
+        visibility_timeout=1,
     ).deploy()
     return deployed

@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 import tempfile
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +104,7 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
             image = f"{event['detail']['repository-name']}:{event['detail']['image-tag']}"
             digest = event["detail"]["image-digest"][:19]
             say(f"pushing {image} ({digest}...): {PUSH_EVENT.relative_to(ROOT)} to EventBridge")
-            _put(stack, event)
+            stack.put_events(event)
             stack.run_sources(timeout=120, between=simulator.step)
             push = next((s for s in stack.sources if hasattr(s, "results")), None)
             for result in getattr(push, "results", []):
@@ -127,16 +125,3 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
         clients.reset()
         servers.stop()
         print("\n==> local stack stopped", flush=True)
-
-
-def _put(stack: LocalStack, event: dict[str, Any]) -> None:
-    entry = {
-        "Source": event["source"],
-        "DetailType": event["detail-type"],
-        "Detail": json.dumps(event["detail"]),
-        "Resources": event.get("resources", []),
-        "Time": datetime.fromisoformat(event["time"].replace("Z", "+00:00")),
-    }
-    answer = stack.client("events").put_events(Entries=[entry])
-    if answer.get("FailedEntryCount"):
-        print(f"PutEvents failed: {answer['Entries']}", file=sys.stderr)

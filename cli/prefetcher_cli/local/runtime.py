@@ -160,28 +160,33 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> di
 class SqsEventSource:
     """Lambda's SQS event source mapping: receive a batch, invoke, delete what succeeded.
 
-    Failed records stay in the queue and come back after `retry_delay` seconds (in AWS, after
-    the queue's visibility timeout; locally shorter, so demos and tests do not wait minutes);
-    the queue's redrive policy moves them to its dead-letter queue after maxReceiveCount."""
+    Failed records stay in the queue, untouched, and come back when their visibility timeout
+    ends (the queue's, or what the function set); the queue's redrive policy moves them to its
+    dead-letter queue after maxReceiveCount."""
 
     function: LocalFunction
     queue_url: str
     queue_arn: str
     batch_size: int = 10
     report_batch_item_failures: bool = True
-    retry_delay: int = 1
     sqs: Any = None
 
     def poll_once(self, wait: int = 0) -> int:
         """Deliver at most one batch; returns the number of records delivered."""
-        answer = self.sqs.receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=min(self.batch_size, 10),
-            WaitTimeSeconds=wait,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        messages = answer.get("Messages", [])
+        # Like the event source's batching window: gather up to BatchSize from several receives.
+        messages: list[dict[str, Any]] = []
+        while len(messages) < self.batch_size:
+            answer = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=min(self.batch_size - len(messages), 10),
+                WaitTimeSeconds=wait if not messages else 0,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            received = answer.get("Messages", [])
+            if not received:
+                break
+            messages += received
         if not messages:
             return 0
         event = sqs_event(messages, self.queue_arn, self.function.stack.region)
@@ -194,13 +199,7 @@ class SqsEventSource:
             traceback.print_exc(file=self.function.log)
             failed = {m["MessageId"] for m in messages}
         for message in messages:
-            if message["MessageId"] in failed:
-                self.sqs.change_message_visibility(
-                    QueueUrl=self.queue_url,
-                    ReceiptHandle=message["ReceiptHandle"],
-                    VisibilityTimeout=self.retry_delay,
-                )
-            else:
+            if message["MessageId"] not in failed:
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
         return len(messages)
 

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -77,7 +78,11 @@ class LocalStack:
     name: str = "eks-image-prefetcher"
     overrides: dict[str, str] = field(default_factory=dict)
     log: Any = field(default_factory=lambda: sys.stderr)
-    retry_delay: int = 1
+    # Locally, queues make failed messages visible again after this many seconds instead of the
+    # template's VisibilityTimeout (180 s), so demos and tests do not wait minutes.
+    visibility_timeout: int | None = 1
+    # Extra environment per function (tests shorten JOIN_RETRY_DELAYS, for instance).
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
     stack: Stack = field(init=False)
     functions: dict[str, LocalFunction] = field(default_factory=dict)
     sources: list[SqsEventSource | AsyncEventSource] = field(default_factory=list)
@@ -159,6 +164,8 @@ class LocalStack:
             for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds"):
                 if key in properties:
                     attributes[key] = str(self.stack.resolve(properties[key]))
+            if self.visibility_timeout is not None:
+                attributes["VisibilityTimeout"] = str(self.visibility_timeout)
             if "RedrivePolicy" in properties:
                 attributes["RedrivePolicy"] = json.dumps(self.stack.resolve(properties["RedrivePolicy"]))
             self._create_queue(logical_id, attributes)
@@ -185,7 +192,11 @@ class LocalStack:
             function = LocalFunction(
                 stack=self.stack,
                 logical_id=logical_id,
-                base_environment={**self.servers.environment(), "POWERTOOLS_TRACE_DISABLED": "true"},
+                base_environment={
+                    **self.servers.environment(),
+                    "POWERTOOLS_TRACE_DISABLED": "true",
+                    **self.extra_env.get(logical_id, {}),
+                },
                 log=self.log,
             )
             self.functions[logical_id] = function
@@ -238,7 +249,6 @@ class LocalStack:
                             batch_size=int(spec.get("BatchSize", 10)),
                             report_batch_item_failures="ReportBatchItemFailures"
                             in spec.get("FunctionResponseTypes", []),
-                            retry_delay=self.retry_delay,
                             sqs=sqs,
                         )
                     )
@@ -267,6 +277,8 @@ class LocalStack:
                 "Detail": json.dumps(event["detail"]),
                 "Resources": event.get("resources", []),
             }
+            if event.get("time"):
+                entry["Time"] = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
             entries.append(entry)
         for start in range(0, len(entries), 10):
             answer = self.client("events").put_events(Entries=entries[start : start + 10])

@@ -78,6 +78,11 @@ def handle_status(
             applied.append(update)
         else:
             stale += 1
+    if command.kind == "join" and updates and all(u.state.holds_image for u in updates):
+        # Every image the node was sent when it joined is on it: the node is warm.
+        finished = max(u.finished_at or u.observed_at for u in updates)
+        if table.node_warm(command.cluster, detail.instance_id, finished):
+            logger.info("node warm", extra={"instance_id": detail.instance_id, "cluster": command.cluster})
     logger.info(
         "status recorded",
         extra={

@@ -11,7 +11,7 @@ MAX_REASON = 1000
 MAX_BODY = 250_000  # SQS messages may be 256 KiB with attributes
 
 
-def quarantine(queue_url: str, body: str, reason: str, source: str) -> str:
+def quarantine(queue_url: str, body: str, reason: str, source: str, error_type: str = "InvalidEvent") -> str:
     """Send `body` to the dead-letter queue with why it was rejected; returns the message id."""
     if not queue_url:
         raise ConfigurationError("DEAD_LETTER_QUEUE_URL is not set: cannot keep a rejected event")
@@ -19,7 +19,7 @@ def quarantine(queue_url: str, body: str, reason: str, source: str) -> str:
         QueueUrl=queue_url,
         MessageBody=body[:MAX_BODY] or "(empty)",
         MessageAttributes={
-            "ErrorType": {"DataType": "String", "StringValue": "InvalidEvent"},
+            "ErrorType": {"DataType": "String", "StringValue": error_type},
             "ErrorMessage": {"DataType": "String", "StringValue": reason[:MAX_REASON] or "invalid"},
             "Source": {"DataType": "String", "StringValue": source[:256]},
         },

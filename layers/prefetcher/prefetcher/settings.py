@@ -112,3 +112,33 @@ class ImagePushSettings(_Settings):
 
 class AuditSettings(_Settings):
     document_name: str = Field(alias="DOCUMENT_NAME", min_length=3, max_length=128)
+
+
+class JoinSettings(_Settings):
+    selection: SelectionSettings
+    agent: AgentSettings
+    join_queue_url: str = Field("", alias="JOIN_QUEUE_URL")
+    # Receives of one join event before the node counts as undeliverable: the queue's
+    # maxReceiveCount (a template test checks they agree).
+    join_max_attempts: int = Field(8, alias="JOIN_MAX_ATTEMPTS", ge=1, le=50)
+    # Seconds until the next try, after the 1st, 2nd, ... failed try (the last repeats).
+    join_retry_delays: CommaList = Field(("15", "30", "60", "120", "180", "240", "240"), alias="JOIN_RETRY_DELAYS")
+
+    @field_validator("join_retry_delays")
+    @classmethod
+    def _delays(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or not all(part.isdigit() and int(part) <= 43_200 for part in value):
+            raise ValueError("JOIN_RETRY_DELAYS must be comma-separated whole seconds, each at most 43200")
+        return value
+
+    def retry_delay(self, attempt: int) -> int:
+        """Seconds before try `attempt + 1`, after try `attempt` (1-based) failed."""
+        delays = [int(part) for part in self.join_retry_delays]
+        return delays[min(attempt, len(delays)) - 1]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, data: object) -> object:
+        if isinstance(data, dict):
+            return {**data, "selection": data.get("selection", data), "agent": data.get("agent", data)}
+        return data

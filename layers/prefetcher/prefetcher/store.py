@@ -126,7 +126,7 @@ class Update:
             "Key": _item(key),
             "UpdateExpression": " ".join(clauses),
             "ExpressionAttributeNames": self.names,
-            "ExpressionAttributeValues": self.values,
+            **({"ExpressionAttributeValues": self.values} if self.values else {}),
             **extra,
         }
         if condition:
@@ -444,6 +444,117 @@ class AuditTable:
             if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
         self._known_nodes.add((cluster, instance_id))
+
+    # ---- node lifecycle (the join path) ------------------------------------------------------
+
+    def current_images(self, cluster: str) -> list[ImageRef]:
+        """Every current (not superseded) image of a cluster: one Query."""
+        images, _ = self.cluster(cluster)
+        return sorted(
+            ImageRef(registry=i["registry"], repository=i["repository"], digest=i["digest"], tag=i["tag"])
+            for i in images
+        )
+
+    def node_joined(self, cluster: str, instance_id: str, node_group: str, kind: str, joined_at: datetime) -> bool:
+        """A node is running: it joins (or rejoins) its cluster's coverage. False if a newer state
+        of the node is already recorded (events arrive out of order)."""
+        at = iso(joined_at)
+        update = (
+            Update()
+            .set(type="node", cluster=cluster, instance_id=instance_id, node_group=node_group or None, kind=kind)
+            .set(joined_at=at, node_state="joining", gsi1pk=f"NODE#{instance_id}", gsi1sk="#NODE")
+            .set_if_missing(first_seen_at=at)
+            .remove("left_at", "warm_at", "warm_seconds", "reason")
+        )
+        joined, left = update.name("joined_at"), update.name("left_at")
+        moment = update.value(at)
+        try:
+            self._call(
+                "update_item",
+                **update.request(
+                    {"pk": f"CLUSTER#{cluster}", "sk": f"NODE#{instance_id}"},
+                    f"(attribute_not_exists({joined}) OR {joined} < {moment}) AND "
+                    f"(attribute_not_exists({left}) OR {left} < {moment})",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                ),
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            stored = _plain(dict(error.response.get("Item", {})))  # type: ignore[call-overload]
+            # The same join again (a redelivery): go on; a newer join or a later leave: stale.
+            return bool(stored.get("joined_at") == at and not stored.get("left_at", "") > at)
+        self._known_nodes.add((cluster, instance_id))
+        return True
+
+    def node_left(self, cluster: str, instance_id: str, left_at: datetime, state: str) -> bool:
+        """A node stopped or terminated: it leaves coverage (its image records leave the coverage
+        index). False if it joined again after `left_at`."""
+        at = iso(left_at)
+        update = Update().set(
+            type="node", cluster=cluster, instance_id=instance_id, left_at=at, node_state="left", left_because=state,
+            gsi1pk=f"NODE#{instance_id}", gsi1sk="#NODE",
+        )  # fmt: skip
+        joined = update.name("joined_at")
+        try:
+            self._call(
+                "update_item",
+                **update.request(
+                    {"pk": f"CLUSTER#{cluster}", "sk": f"NODE#{instance_id}"},
+                    f"attribute_not_exists({joined}) OR {joined} <= {update.value(at)}",
+                ),
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        self._known_nodes.discard((cluster, instance_id))
+        _, images = self.node(instance_id)
+        for record in images:
+            if "gsi2pk" not in record:
+                continue
+            out = Update().remove("gsi2pk", "gsi2sk")
+            try:
+                self._call(
+                    "update_item",
+                    **out.request({"pk": record["pk"], "sk": record["sk"]}, f"attribute_exists({out.name('pk')})"),
+                )
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+        return True
+
+    def node_cluster(self, instance_id: str) -> str:
+        """The cluster a known node belongs to ("" if unknown)."""
+        node, _ = self.node(instance_id)
+        return str(node["cluster"]) if node else ""
+
+    def node_undeliverable(self, cluster: str, instance_id: str, reason: str) -> None:
+        update = Update().set(node_state="undeliverable", reason=reason, updated_at=iso(datetime.now(UTC)))
+        self._call("update_item", **update.request({"pk": f"CLUSTER#{cluster}", "sk": f"NODE#{instance_id}"}))
+
+    def node_warm(self, cluster: str, instance_id: str, warm_at: datetime) -> bool:
+        """Every image the node was asked for at join is on it: record when (once)."""
+        answer = self._call("get_item", Key=_item({"pk": f"CLUSTER#{cluster}", "sk": f"NODE#{instance_id}"}))
+        node = _plain(answer.get("Item", {}))
+        if not node or node.get("warm_at") or node.get("left_at") or not node.get("joined_at"):
+            return False
+        seconds = max(0.0, (warm_at - parse_iso(node["joined_at"])).total_seconds())
+        update = Update().set(warm_at=iso(warm_at), warm_seconds=round(seconds, 3), node_state="warm")
+        try:
+            self._call(
+                "update_item",
+                **update.request(
+                    {"pk": f"CLUSTER#{cluster}", "sk": f"NODE#{instance_id}"},
+                    f"attribute_not_exists({update.name('warm_at')}) "
+                    f"AND attribute_not_exists({update.name('left_at')})",
+                ),
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     # ---- queries (the CLI) ------------------------------------------------------------------
 

@@ -1,0 +1,224 @@
+"""NodeJoinFunction on the local stack: EC2 state changes through the node-join rule and queue,
+SSM agents that register late (or never), nodes leaving, and pushes racing joins."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from prefetcher.store import AuditTable
+from prefetcher_cli.local import fidelity
+from prefetcher_cli.local.fleet import NodeSpec, launch
+from prefetcher_cli.local.runtime import sqs_event
+from prefetcher_cli.local.simulator import NodeSimulator, simulated_agent
+
+from tests.helpers import CallCounter, load_event, moto_commands
+
+PUSH = load_event("ecr-push-tagged.json")
+DIGEST = PUSH["detail"]["image-digest"]
+NEWER = "sha256:" + "b" * 64
+FAST_RETRIES = {"NodeJoinFunction": {"JOIN_RETRY_DELAYS": "1"}}
+
+
+@pytest.fixture
+def join_stack(servers, aws_env, function_log, request):
+    from prefetcher_cli.local.stack import LocalStack
+
+    servers.reset_moto()
+    extra = getattr(request, "param", {}) or {}
+    env = {"NodeJoinFunction": {**FAST_RETRIES["NodeJoinFunction"], **extra}}
+    return LocalStack(
+        servers, name=f"j{datetime.now(UTC):%H%M%S%f}", overrides={"TargetClusters": "ml-prod,ml-batch"},
+        log=function_log, visibility_timeout=1, extra_env=env,
+    ).deploy()  # fmt: skip
+
+
+def state_event(instance_id: str, state: str, time: str | None = None) -> dict:
+    event = copy.deepcopy(load_event("ec2-running.json"))
+    event["id"] = str(uuid.uuid4())
+    event["detail"] = {"instance-id": instance_id, "state": state}
+    event["resources"] = [f"arn:aws:ec2:us-east-1:123456789012:instance/{instance_id}"]
+    event["time"] = time or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return event
+
+
+def simulator(stack) -> NodeSimulator:
+    return NodeSimulator(stack.put_events, "123456789012", "us-east-1", stack.output("PrefetchDocument"),
+                         simulated_agent({"ml/trainer": 1000}))  # fmt: skip
+
+
+def pushed(stack, digest: str = DIGEST, time: str = "2026-11-29T10:15:00Z", event_id: str | None = None) -> None:
+    event = copy.deepcopy(PUSH)
+    event["detail"]["image-digest"] = digest
+    event["time"] = time
+    if event_id:
+        event["id"] = event_id
+    stack.functions["ImagePushFunction"].invoke(event)
+
+
+def test_a_node_whose_agent_registers_late_is_retried_then_warmed(join_stack, monkeypatch):
+    from prefetcher import join, ssm
+    from prefetcher.errors import NodeNotReachableError
+
+    stack = join_stack
+    table = AuditTable(stack.output("AuditTable"))
+    pushed(stack)
+    # Given a new node of ml-prod whose SSM agent has not registered yet
+    (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "karpenter", "gpu"))
+    fidelity.set_agent_registered(instance, False)
+    refused = {"n": 0}
+    send_pull = ssm.send_pull
+
+    def counting(*args, **kwargs):
+        try:
+            return send_pull(*args, **kwargs)
+        except NodeNotReachableError:
+            refused["n"] += 1
+            raise
+
+    monkeypatch.setattr(join.ssm, "send_pull", counting)
+    sim = simulator(stack)
+
+    def between() -> int:
+        if refused["n"] >= 2:  # the agent registers after two refused tries
+            fidelity.set_agent_registered(instance, True)
+        return sim.step()
+
+    # When it starts (its running event goes through the node-join rule and queue)
+    stack.put_events(state_event(instance, "running"))
+    stack.run_sources(timeout=60, between=between)
+    # Then the first tries were refused and retried, and once reachable it got the cluster's images
+    assert refused["n"] == 2
+    node, images = table.node(instance)
+    assert node["node_state"] == "warm" and node["cluster"] == "ml-prod" and node["node_group"] == "gpu"
+    assert [(i["digest"], i["state"]) for i in images] == [(DIGEST, "cached")]
+    assert node["warm_at"] >= node["joined_at"] and float(node["warm_seconds"]) > 0
+    joins = [c for c in moto_commands() if c.instance_ids == [instance]]
+    assert len(joins) == 1 and joins[0].parameters["Images"][0].endswith(f"ml/trainer:v1.4.0@{DIGEST}")
+
+
+@pytest.mark.parametrize("join_stack", [{"JOIN_MAX_ATTEMPTS": "3"}], indirect=True)
+def test_past_the_bound_the_event_is_dead_lettered_and_the_node_recorded_undeliverable(join_stack):
+    stack = join_stack
+    table = AuditTable(stack.output("AuditTable"))
+    pushed(stack)
+    (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
+    fidelity.set_agent_registered(instance, False)  # never registers
+    stack.put_events(state_event(instance, "running"))
+    stack.run_sources(timeout=60)
+    node, images = table.node(instance)
+    assert node["node_state"] == "undeliverable"
+    assert "did not register within 3 tries" in node["reason"]
+    assert [(i["state"], "did not register" in i["reason"]) for i in images] == [("undeliverable", True)]
+    messages = stack.client("sqs").receive_message(QueueUrl=stack.queues["NodeJoinDLQ"], MessageAttributeNames=["All"])[
+        "Messages"
+    ]
+    assert len(messages) == 1
+    assert messages[0]["MessageAttributes"]["ErrorType"]["StringValue"] == "NodeUndeliverable"
+    assert "did not register" in messages[0]["MessageAttributes"]["ErrorMessage"]["StringValue"]
+    assert json.loads(messages[0]["Body"])["detail"]["instance-id"] == instance
+    assert stack.queue_depth("NodeJoinQueue") == 0
+
+
+def test_a_terminated_node_leaves_coverage(join_stack, capsys):
+    from prefetcher_cli import main as cli
+
+    stack = join_stack
+    pushed(stack)
+    instances = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"), 2)
+    stack.put_events(*(state_event(i, "running") for i in instances))
+    stack.run_sources(timeout=60, between=simulator(stack).step)
+    stack.put_events(state_event(instances[0], "terminated", time="2099-01-01T00:00:00Z"))
+    stack.run_sources(timeout=60)
+    capsys.readouterr()
+    cli.main(["coverage", "--cluster", "ml-prod", "--output", "json", "--table", stack.output("AuditTable")])
+    (cluster,) = json.loads(capsys.readouterr().out)["clusters"]
+    assert cluster["nodes"] == 1
+    assert [(i["holding"], i["nodes"]) for i in cluster["images"]] == [(1, 1)]
+    node, _ = AuditTable(stack.output("AuditTable")).node(instances[0])
+    assert node["node_state"] == "left" and node["left_at"].startswith("2099-01-01")
+
+
+def test_nodes_of_other_clusters_and_plain_instances_are_ignored(join_stack):
+    stack = join_stack
+    pushed(stack)
+    ec2 = stack.client("ec2")
+    (other,) = launch(ec2, NodeSpec("web", "managed", "frontend"))
+    plain = ec2.run_instances(
+        ImageId=ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"], MinCount=1, MaxCount=1
+    )
+    plain_id = plain["Instances"][0]["InstanceId"]
+    before = len(moto_commands())
+    result = stack.functions["NodeJoinFunction"].invoke(sqs_event(
+        [{"MessageId": f"m{i}", "ReceiptHandle": "r", "Body": json.dumps(state_event(x, "running")), "Attributes": {}}
+         for i, x in enumerate((other, plain_id))], "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1"))  # fmt: skip
+    assert result == {"batchItemFailures": []}
+    assert len(moto_commands()) == before
+
+
+def test_a_batch_of_100_join_events_makes_one_describe_instances_call(join_stack):
+    stack = join_stack
+    pushed(stack)
+    instances = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"), 100)
+    records = [
+        {"MessageId": f"m{n}", "ReceiptHandle": "r", "Body": json.dumps(state_event(i, "running")),
+         "Attributes": {"ApproximateReceiveCount": "1"}}
+        for n, i in enumerate(instances)
+    ]  # fmt: skip
+    with CallCounter() as counter:
+        result = stack.functions["NodeJoinFunction"].invoke(
+            sqs_event(records, "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1")
+        )
+    assert result == {"batchItemFailures": []}
+    assert counter.count("ec2.DescribeInstances") == 1
+    assert counter.count("ssm.SendCommand") == 100
+
+
+def test_a_push_while_the_node_is_still_joining_reaches_it_with_the_newest_digest(join_stack):
+    stack = join_stack
+    table = AuditTable(stack.output("AuditTable"))
+    pushed(stack)
+    (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
+    fidelity.set_agent_registered(instance, False)
+    stack.put_events(state_event(instance, "running"))
+    # The join's first try fails (agent not registered); meanwhile a newer digest is pushed,
+    # whose command cannot reach the node either
+    (join_source,) = [s for s in stack.sources if s.function.logical_id == "NodeJoinFunction"]
+    assert join_source.poll_once() == 1
+    pushed(stack, NEWER, "2026-11-29T11:00:00Z", "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a")
+    assert all(instance not in c.instance_ids for c in moto_commands())
+    fidelity.set_agent_registered(instance, True)
+    stack.run_sources(timeout=60, between=simulator(stack).step)
+    _, images = table.node(instance)
+    assert {i["digest"]: i["state"] for i in images} == {NEWER: "cached"}
+
+
+def test_a_node_joining_while_a_push_is_in_flight_ends_with_the_newest_digest(join_stack, monkeypatch):
+    stack = join_stack
+    table = AuditTable(stack.output("AuditTable"))
+    pushed(stack)
+    (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
+    fidelity.set_agent_registered(instance, False)
+    original = AuditTable.current_images
+    calls = {"n": 0}
+
+    def racing(self: AuditTable, cluster: str):
+        found = original(self, cluster)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            # Right after the join read the catalog: a push records a newer digest and sends it
+            # while the node is not registered yet (SSM does not target it); then it registers.
+            pushed(stack, NEWER, "2026-11-29T11:00:00Z", "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d")
+            fidelity.set_agent_registered(instance, True)
+        return found
+
+    monkeypatch.setattr(AuditTable, "current_images", racing)
+    stack.put_events(state_event(instance, "running"))
+    stack.run_sources(timeout=60, between=simulator(stack).step)
+    _, images = table.node(instance)
+    states = {i["digest"]: i["state"] for i in images}
+    assert states[NEWER] == "cached"
+    assert all(instance not in c.instance_ids for c in moto_commands() if c.targets)
