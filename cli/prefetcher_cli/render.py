@@ -61,24 +61,20 @@ def status(view: dict[str, Any]) -> str:
 
 
 def node(view: dict[str, Any]) -> str:
+    lifecycle = [f"joined {view['joined_at']}" if view["joined_at"] else f"seen {view['first_seen_at'] or '-'}"]
+    if view["warm_at"]:
+        lifecycle.append(f"warm {view['warm_at']} ({view['warm_seconds']} s after running)")
+    if view["left_at"]:
+        lifecycle.append(f"left {view['left_at']}")
     head = [
         f"node       {view['instance_id']}",
         f"cluster    {view['cluster'] or '-'}" + (f"   node group {view['node_group']}" if view["node_group"] else ""),
-        f"seen       {view['first_seen_at'] or view['joined_at'] or '-'}"
-        + (f"   left {view['left_at']}" if view["left_at"] else "")
-        + (f"   warm {view['warm_at']}" if view["warm_at"] else ""),
+        f"state      {view['state'] or '-'}   " + ", ".join(lifecycle),
+        *([f"reason     {view['reason']}"] if view["reason"] else []),
         "",
     ]
     rows = [
-        (
-            i["image"],
-            i["tag"] or "",
-            i["state"],
-            i["finished_at"] or "",
-            i["seconds"],
-            _size(i["bytes"]),
-            i["reason"],
-        )
+        (i["image"], i["tag"] or "", i["state"], i["finished_at"] or "", i["seconds"], _size(i["bytes"]), i["reason"])
         for i in view["images"]
     ]
     return "\n".join(head) + table(["IMAGE", "TAG", "STATE", "FINISHED", "SECONDS", "SIZE", "REASON"], rows)
@@ -86,7 +82,14 @@ def node(view: dict[str, Any]) -> str:
 
 def coverage(view: dict[str, Any]) -> str:
     rows = []
+    summaries = []
     for cluster in view["clusters"]:
+        warm = cluster["time_to_warm_seconds"]
+        states = ", ".join(f"{k} {v}" for k, v in sorted(cluster["node_states"].items()))
+        summary = f"{cluster['cluster']}: {cluster['nodes']} live node(s)" + (f" ({states})" if states else "")
+        if warm["p50"] is not None:
+            summary += f"; running to warm p50 {warm['p50']} s, p95 {warm['p95']} s"
+        summaries.append(summary)
         if not cluster["images"]:
             rows.append((cluster["cluster"], "(no current images)", "", cluster["nodes"], "", "", ""))
         for image in cluster["images"]:
@@ -101,7 +104,11 @@ def coverage(view: dict[str, Any]) -> str:
                     ", ".join(f"{k} {v}" for k, v in image["states"].items()),
                 )
             )
-    return table(["CLUSTER", "IMAGE", "DIGEST", "NODES", "HOLDING", "COVERED", "STATES"], rows)
+    return (
+        "\n".join(summaries)
+        + "\n\n"
+        + table(["CLUSTER", "IMAGE", "DIGEST", "NODES", "HOLDING", "COVERED", "STATES"], rows)
+    )
 
 
 def failures(view: dict[str, Any]) -> str:

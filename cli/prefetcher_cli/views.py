@@ -120,10 +120,13 @@ def node(table: AuditTable, instance_id: str) -> dict[str, Any]:
         "instance_id": instance_id,
         "cluster": item.get("cluster") or (images[0].get("cluster") if images else None),
         "node_group": item.get("node_group"),
+        "state": item.get("node_state"),
+        "reason": item.get("reason"),
         "first_seen_at": item.get("first_seen_at"),
         "joined_at": item.get("joined_at"),
         "left_at": item.get("left_at"),
         "warm_at": item.get("warm_at"),
+        "warm_seconds": float(item["warm_seconds"]) if item.get("warm_seconds") is not None else None,
         "images": sorted(
             (
                 {
@@ -167,7 +170,30 @@ def coverage(table: AuditTable, cluster: str | None = None) -> dict[str, Any]:
                     "states": dict(sorted(counts.items(), key=lambda kv: STATE_ORDER.index(kv[0]))),
                 }
             )
-        result.append({"cluster": name, "nodes": len(live), "images": rows})
+        warm_times = [float(n["warm_seconds"]) for n in nodes if n.get("warm_seconds") is not None]
+        result.append(
+            {
+                "cluster": name,
+                "nodes": len(live),
+                "node_states": dict(Counter(n.get("node_state", "seen") for n in nodes)),
+                "time_to_warm_seconds": {"p50": _percentile(warm_times, 0.5), "p95": _percentile(warm_times, 0.95)},
+                "images": rows,
+                "node_list": sorted(
+                    (
+                        {
+                            "instance_id": n["instance_id"],
+                            "node_group": n.get("node_group"),
+                            "state": n.get("node_state", "seen"),
+                            "joined_at": n.get("joined_at") or n.get("first_seen_at"),
+                            "warm_at": n.get("warm_at"),
+                            "warm_seconds": float(n["warm_seconds"]) if n.get("warm_seconds") is not None else None,
+                        }
+                        for n in nodes
+                    ),
+                    key=lambda row: row["instance_id"],
+                ),
+            }
+        )
     if cluster and not result[0]["images"] and not result[0]["nodes"]:
         raise ImageNotFoundError(f"nothing is recorded for cluster {cluster} in table {table.table_name}")
     return {"clusters": result}

@@ -113,3 +113,17 @@ def test_the_deployed_agent_script_passes_shellcheck(tmp_path):
     script = deployed_script(tmp_path / "prefetch.sh")
     result = subprocess.run(["shellcheck", "--shell=bash", str(script)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
+
+
+def test_the_join_retry_budget_matches_the_queue():
+    # The function's last try must be the queue's last receive, and the delays add up to about
+    # 15 minutes, as docs/architecture.md says.
+    template = load()
+    env = template["Resources"]["NodeJoinFunction"]["Properties"]["Environment"]["Variables"]
+    redrive = template["Resources"]["NodeJoinQueue"]["Properties"]["RedrivePolicy"]
+    attempts = int(env["JOIN_MAX_ATTEMPTS"])
+    assert attempts == redrive["maxReceiveCount"]
+    delays = [int(d) for d in env["JOIN_RETRY_DELAYS"].split(",")]
+    waited = sum(delays[min(n, len(delays)) - 1] for n in range(1, attempts))
+    assert 12 * 60 <= waited <= 18 * 60
+    assert max(delays) <= 43200  # ChangeMessageVisibility's limit

@@ -13,18 +13,22 @@ import json
 import os
 import random
 import tempfile
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prefetcher import clients
 
 from prefetcher_cli import main as cli
-from prefetcher_cli.local.fleet import DEMO_FLEET, launch
+from prefetcher_cli.local import fidelity
+from prefetcher_cli.local.fleet import DEMO_FLEET, NodeSpec, launch
 from prefetcher_cli.local.simulator import AgentRunner, NodeSimulator, real_agent, simulated_agent
 from prefetcher_cli.local.stack import LocalStack, Servers
 from prefetcher_cli.local.template import ROOT
 
 PUSH_EVENT = ROOT / "events" / "ecr-push-tagged.json"
+JOIN_EVENT = ROOT / "events" / "ec2-running.json"
 DEMO_IMAGE_BYTES = {"ml/trainer": 1_287_651_328}
 
 
@@ -73,6 +77,27 @@ def prepare_agents(nodes: Any, why_not: str, event: dict[str, Any]) -> AgentRunn
     return real_agent(nodes)
 
 
+def join_a_node(stack: LocalStack, simulator: NodeSimulator) -> str:
+    """A node joins ml-prod after the push; its SSM agent registers a few seconds after it starts."""
+    (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "karpenter", "gpu"))
+    fidelity.set_agent_registered(instance, False)
+    say(f"node {instance} joins ml-prod (Karpenter, node pool gpu); its SSM agent is not registered yet")
+    event = json.loads(JOIN_EVENT.read_text())
+    event["detail"]["instance-id"] = instance
+    event["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stack.put_events(event)
+    started = time.monotonic()
+
+    def agent_registers_after_a_while() -> int:
+        if time.monotonic() - started > 5:
+            fidelity.set_agent_registered(instance, True)
+        return simulator.step()
+
+    stack.run_sources(timeout=120, between=agent_registers_after_a_while)
+    print("    the node-join function retried until the agent registered, then sent every current image")
+    return instance
+
+
 def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
     log_path = log_path or ROOT / ".local" / "demo-functions.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +107,8 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
     nodes = None
     try:
         with log_path.open("w") as log:
-            stack = LocalStack(servers, log=log).deploy()
+            # Locally the node-join retries come every 2 s instead of 15 s, 30 s, 60 s, ...
+            stack = LocalStack(servers, log=log, extra_env={"NodeJoinFunction": {"JOIN_RETRY_DELAYS": "2"}}).deploy()
             os.environ.update(servers.environment())
             clients.reset()
             table = stack.output("AuditTable")
@@ -114,6 +140,10 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
 
             say(f"prefetcher status {image}")
             cli.main(["status", image, "--table", table])
+
+            joined = join_a_node(stack, simulator)
+            say(f"prefetcher node {joined}")
+            cli.main(["node", joined, "--table", table])
             say("prefetcher coverage")
             cli.main(["coverage", "--table", table])
         return 0
