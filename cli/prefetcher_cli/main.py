@@ -76,6 +76,31 @@ def cmd_failures(args: argparse.Namespace) -> int:
     return _query(args, lambda t: views.failures(t, since, args.cluster), render.failures)
 
 
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from prefetcher_cli import redrive
+
+    try:
+        url = redrive.resolve_queue(args.queue, args.stack)
+        function = args.function
+        if function is None and args.queue == "ImagePushDLQ":
+            function = redrive.stack_outputs(args.stack).get("ImagePushFunctionName")
+        report = redrive.redrive(
+            url, function=function, to_queue=args.to_queue, dry_run=args.dry_run, limit=args.max
+        )
+    except ValueError as error:
+        raise views.UsageError(str(error)) from None
+    view = report.as_dict()
+    if args.output == "json":
+        print(render.as_json(view))
+    else:
+        verb = "would move" if report.dry_run else "moved"
+        count = report.waiting if report.dry_run else report.moved
+        print(f"{report.queue}: {report.waiting} waiting; {verb} {count} to {report.destination}")
+        if view["reasons"]:
+            print(render.table(["COUNT", "REASON"], [(r["count"], r["reason"]) for r in view["reasons"]]))
+    return 0
+
+
 def cmd_local_invoke(args: argparse.Namespace) -> int:
     from prefetcher_cli.local.invoke import invoke
 
@@ -132,6 +157,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--since", default="24h", help="how far back (30m, 24h, 7d; default 24h)")
     p.add_argument("--cluster")
     p.set_defaults(run=cmd_failures)
+
+    p = sub.add_parser("redrive", help="move a dead-letter queue's messages back to where they came from")
+    p.add_argument(
+        "queue", help="ImagePushDLQ, AuditDLQ, NodeJoinDLQ, EventDeliveryDLQ (from the stack), or a queue URL"
+    )
+    p.add_argument("--dry-run", action="store_true", help="count and show the reasons; move nothing")
+    p.add_argument("--max", type=int, default=0, help="move at most this many (default: all)")
+    p.add_argument("--function", help="for a queue without a source queue: the function to invoke with each event")
+    p.add_argument("--to-queue", help="send the messages (their events) to this queue instead")
+    p.add_argument("--stack", default=DEFAULT_STACK)
+    p.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    p.set_defaults(run=cmd_redrive)
 
     local = sub.add_parser("local", help="the local stack (DynamoDB Local + moto): invoke a function, run the demo")
     lsub = local.add_subparsers(dest="local_command", required=True)

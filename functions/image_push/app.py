@@ -26,30 +26,23 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.history_ttl_days))
-
-
-def _persistence() -> DynamoDBPersistenceLayer:
-    # One per idempotency config: a persistence layer keeps the first config it is used with.
-    return DynamoDBPersistenceLayer(
-        table_name=SETTINGS.table_name,
-        key_attr="pk",
-        sort_key_attr="sk",
-        static_pk_value="idempotency#ImagePushFunction",
-        expiry_attr="expires_at",
-        boto3_client=clients.client("dynamodb"),
-    )
-
+PERSISTENCE = DynamoDBPersistenceLayer(
+    table_name=SETTINGS.table_name,
+    key_attr="pk",
+    sort_key_attr="sk",
+    static_pk_value="idempotency#ImagePushFunction",
+    expiry_attr="expires_at",
+    boto3_client=clients.client("dynamodb"),
+)
 
 EVENT_ONCE = IdempotencyConfig(event_key_jmespath="id", raise_on_no_idempotency_key=True, expires_after_seconds=86_400)
-SEND_ONCE = IdempotencyConfig(raise_on_no_idempotency_key=True, expires_after_seconds=86_400)
-DISPATCH = push.idempotent_dispatch(SETTINGS, TABLE, _persistence(), SEND_ONCE)
 
 
 @idempotent_function(  # type: ignore[untyped-decorator]
-    data_keyword_argument="event", persistence_store=_persistence(), config=EVENT_ONCE
+    data_keyword_argument="event", persistence_store=PERSISTENCE, config=EVENT_ONCE
 )
 def handle(event: EcrImageActionEvent) -> dict[str, Any]:
-    result = push.handle_push(event, SETTINGS, TABLE, dispatch=DISPATCH)
+    result = push.handle_push(event, SETTINGS, TABLE)
     metrics.add_metric(name=f"Pushes{result.action.capitalize()}", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="CommandsSent", unit=MetricUnit.Count, value=len(result.commands))
     return result.as_dict()
@@ -65,6 +58,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         return parsed.as_dict()
     EVENT_ONCE.register_lambda_context(context)
-    SEND_ONCE.register_lambda_context(context)
     result: dict[str, Any] = handle(event=parsed)
     return result

@@ -60,7 +60,7 @@ def pushed(stack, digest: str = DIGEST, time: str = "2026-11-29T10:15:00Z", even
 
 
 def test_a_node_whose_agent_registers_late_is_retried_then_warmed(join_stack, monkeypatch):
-    from prefetcher import join, ssm
+    from prefetcher import ssm
     from prefetcher.errors import NodeNotReachableError
 
     stack = join_stack
@@ -79,7 +79,7 @@ def test_a_node_whose_agent_registers_late_is_retried_then_warmed(join_stack, mo
             refused["n"] += 1
             raise
 
-    monkeypatch.setattr(join.ssm, "send_pull", counting)
+    monkeypatch.setattr(ssm, "send_pull", counting)
     sim = simulator(stack)
 
     def between() -> int:

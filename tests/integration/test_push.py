@@ -53,13 +53,13 @@ def test_one_push_sends_one_pinned_command_per_cluster_whatever_the_fleet_size(s
     assert dict(counter.calls) == EXPECTED_CALLS
 
 
-# Per push to two clusters: idempotency records (a put and an update for the event and for each
-# cluster's send), the catalog (the tag and the image, then per cluster its current image and
-# its entry in the cluster list), and per cluster one SendCommand and one command record.
-# Nothing lists or describes nodes.
+# Per push to two clusters: the event's idempotency record (a put, then an update), the catalog
+# (the tag and the image, then per cluster its current image and its entry in the cluster list),
+# and per cluster the send's claim, one SendCommand, the claim's completion and the command
+# record. Nothing lists or describes nodes.
 EXPECTED_CALLS = {
-    "dynamodb.PutItem": 3 + 2 + 2,
-    "dynamodb.UpdateItem": 3 + 2 + 2,
+    "dynamodb.PutItem": 1 + 2 + 2 + 2,
+    "dynamodb.UpdateItem": 1 + 2 + 2 + 2,
     "ssm.SendCommand": 2,
 }
 

@@ -25,20 +25,22 @@ _CONFIG = Config(
 )
 
 _lock = threading.Lock()
-_clients: dict[tuple[str, str | None], Any] = {}
+_clients: dict[tuple[str, str | None, int | None], Any] = {}
 _on_create: list[Callable[[str, Any], None]] = []
 
 
-def client(service: str, region: str | None = None) -> Any:
-    """Return the shared client for `service` (created on first use)."""
-    key = (service, region)
+def client(service: str, region: str | None = None, attempts: int | None = None) -> Any:
+    """Return the shared client for `service` (created on first use). `attempts` overrides the
+    retry budget (1: no automatic retries, for calls that are not safe to repeat blindly)."""
+    key = (service, region, attempts)
     found = _clients.get(key)
     if found is not None:
         return found
     with _lock:
         found = _clients.get(key)
         if found is None:
-            found = boto3.session.Session().client(service, region_name=region, config=_CONFIG)  # type: ignore[call-overload]
+            config = _CONFIG if attempts is None else _CONFIG.merge(Config(retries={"total_max_attempts": attempts}))
+            found = boto3.session.Session().client(service, region_name=region, config=config)  # type: ignore[call-overload]
             for hook in _on_create:
                 hook(service, found)
             _clients[key] = found

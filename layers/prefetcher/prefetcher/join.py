@@ -4,6 +4,7 @@ stops or terminates leaves coverage."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,7 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from prefetcher import clients, ssm
+from prefetcher import clients, sends
 from prefetcher.errors import NodeNotReachableError
 from prefetcher.events import InstanceStateEvent
 from prefetcher.fleet import Membership, membership
@@ -80,9 +81,11 @@ def send_images(
     sent = []
     for start in range(0, len(images), MAX_IMAGES_PER_COMMAND):
         chunk = images[start : start + MAX_IMAGES_PER_COMMAND]
-        command_id, requested_at = ssm.send_pull(
-            chunk, settings.agent, f"eks-image-prefetcher join {instance_id} ({cluster})", instance_ids=[instance_id]
-        )
+        digests = hashlib.sha256(",".join(i.agent_item for i in chunk).encode()).hexdigest()[:16]
+        command_id, requested_at = sends.send_once(
+            table, f"join#{event_id}#{instance_id}#{digests}", chunk, settings.agent,
+            f"join {instance_id} ({cluster})", instance_ids=[instance_id],
+        )  # fmt: skip
         table.record_command(
             CommandRecord(
                 command_id=command_id, kind="join", cluster=cluster, images=tuple(chunk), requested_at=requested_at,

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.idempotency import (
-    BasePersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from pydantic import BaseModel
 
-from prefetcher import ssm
+from prefetcher import sends
 from prefetcher.events import EcrImageActionEvent
 from prefetcher.fleet import CommandTarget, cluster_targets
 from prefetcher.refs import ImageRef
@@ -47,9 +40,6 @@ class PushResult:
         }
 
 
-Dispatch = Callable[[ImageRef, CommandTarget, ImagePushSettings, AuditTable, str], SentCommand]
-
-
 def rules_of(settings: ImagePushSettings) -> PushRules:
     return PushRules(
         repository_patterns=settings.repository_patterns,
@@ -67,9 +57,11 @@ def dispatch_to_target(
 ) -> SentCommand:
     """Send the pull for one cluster target and record the command (one SendCommand, one
     PutItem, whatever the number of nodes)."""
-    comment = f"eks-image-prefetcher push {image.repository}:{image.tag} to {target.cluster}"
-    command_id, requested_at = ssm.send_pull([image], settings.agent, comment, target=target)
     label = target_label(target)
+    comment = f"push {image.repository}:{image.tag} to {target.cluster}"
+    command_id, requested_at = sends.send_once(
+        table, f"push#{event_id}#{label}", [image], settings.agent, comment, target=target
+    )
     table.record_command(
         CommandRecord(
             command_id=command_id,
@@ -92,12 +84,10 @@ def handle_push(
     event: EcrImageActionEvent,
     settings: ImagePushSettings,
     table: AuditTable,
-    dispatch: Dispatch | None = None,
 ) -> PushResult:
-    """Decide, record the catalog, then send one command per target cluster.
-
-    `dispatch` sends one cluster's command; the handler passes an idempotent wrapper of
-    `dispatch_to_target`, so a retried event never sends a cluster's command twice."""
+    """Decide, record the catalog, then send one command per target cluster. Each cluster's send
+    happens exactly once (`sends.send_once`), so a retry after a partial failure only sends to the
+    clusters not reached yet."""
     decision = rules_of(settings).decide(event.detail)
     if isinstance(decision, Ignore):
         logger.info("push ignored", extra={"reason": decision.reason, "event_id": event.id})
@@ -118,56 +108,9 @@ def handle_push(
     if outcome.previous_digest:
         logger.info("tag moved", extra={"image": image.pinned, "superseded": outcome.previous_digest})
 
-    send = dispatch or dispatch_to_target
-    sent = []
-    for cluster in decision.clusters:
-        for target in cluster_targets(cluster, settings.selection.target_node_groups):
-            sent.append(send(image, target, settings, table, event.id))
+    sent = [
+        dispatch_to_target(image, target, settings, table, event.id)
+        for cluster in decision.clusters
+        for target in cluster_targets(cluster, settings.selection.target_node_groups)
+    ]
     return PushResult(action="sent", image=image.pinned, commands=sent)
-
-
-class DispatchRequest(BaseModel):
-    """What identifies one cluster's send of one push: hashed for idempotency."""
-
-    event_id: str
-    cluster: str
-    targets: list[tuple[str, list[str]]]
-    image: str
-
-
-def idempotent_dispatch(
-    settings: ImagePushSettings,
-    table: AuditTable,
-    persistence: BasePersistenceLayer,
-    config: IdempotencyConfig,
-) -> Dispatch:
-    """A dispatch that sends each (event, cluster target) at most once: a retry of a push that
-    failed half-way only sends to the clusters it had not reached."""
-
-    @idempotent_function(  # type: ignore[untyped-decorator]
-        data_keyword_argument="request", persistence_store=persistence, config=config
-    )
-    def send_once(request: DispatchRequest) -> dict[str, str]:
-        target = CommandTarget(
-            cluster=request.cluster, targets=tuple((key, tuple(values)) for key, values in request.targets)
-        )
-        sent = dispatch_to_target(ImageRef.parse_agent_item(request.image), target, settings, table, request.event_id)
-        return {"cluster": sent.cluster, "command_id": sent.command_id, "target": sent.target}
-
-    def dispatch(
-        image: ImageRef,
-        target: CommandTarget,
-        _settings: ImagePushSettings,
-        _table: AuditTable,
-        event_id: str,
-    ) -> SentCommand:
-        request = DispatchRequest(
-            event_id=event_id,
-            cluster=target.cluster,
-            targets=[(key, list(values)) for key, values in target.targets],
-            image=image.agent_item,
-        )
-        sent: dict[str, str] = send_once(request=request)
-        return SentCommand(**sent)
-
-    return dispatch

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import random
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from prefetcher import clients
 from prefetcher.errors import ConfigurationError, NodeNotReachableError, TransientError
@@ -30,6 +33,12 @@ def agent_parameters(images: list[ImageRef], agent: AgentSettings) -> dict[str, 
     }
 
 
+# SendCommand is not safe to repeat blindly: its own retries, below, look for the command first.
+SEND_ATTEMPTS = 5
+_THROTTLED = frozenset({"ThrottlingException", "TooManyUpdates", "RequestLimitExceeded"})
+_AMBIGUOUS = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
+
+
 def send_pull(
     images: list[ImageRef],
     agent: AgentSettings,
@@ -37,9 +46,12 @@ def send_pull(
     *,
     target: CommandTarget | None = None,
     instance_ids: list[str] | None = None,
+    marker: str = "",
 ) -> tuple[str, datetime]:
     """Send one pull command, by tag targets or to named instances. Returns the command id and
-    SSM's requested time."""
+    SSM's requested time. Throttled tries are repeated with backoff; a try whose outcome is
+    unknown (5xx, timeout, connection error) is repeated only if no command carrying `marker` in
+    its Comment exists by then."""
     request: dict[str, Any] = {
         "DocumentName": agent.document_name,
         "Parameters": agent_parameters(images, agent),
@@ -54,20 +66,53 @@ def send_pull(
         request["InstanceIds"] = instance_ids
     else:
         raise ValueError("send_pull needs a target or instance ids")
-    try:
-        answer = clients.client("ssm").send_command(**request)
-    except ClientError as error:
-        code = error.response["Error"]["Code"]
-        message = error.response["Error"].get("Message", "")
-        if code == "InvalidInstanceId":
-            raise NodeNotReachableError(f"SSM cannot reach {instance_ids}: {message}") from None
-        if code in ("InvalidDocument", "InvalidParameters", "InvalidDocumentVersion", "InvalidRole"):
-            raise ConfigurationError(f"SendCommand rejected the request ({code}): {message}") from None
-        if code in ("ThrottlingException", "InternalServerError", "ServiceUnavailable"):
-            raise TransientError(f"SendCommand failed after retries ({code}): {message}") from None
-        raise
-    command = answer["Command"]
-    return command["CommandId"], command["RequestedDateTime"]
+    started = datetime.now(UTC)
+    for attempt in range(1, SEND_ATTEMPTS + 1):
+        try:
+            answer = clients.client("ssm", attempts=1).send_command(**request)
+            command = answer["Command"]
+            return command["CommandId"], command["RequestedDateTime"]
+        except ClientError as error:
+            code = error.response["Error"]["Code"]
+            message = error.response["Error"].get("Message", "")
+            if code == "InvalidInstanceId":
+                raise NodeNotReachableError(f"SSM cannot reach {instance_ids}: {message}") from None
+            if code in ("InvalidDocument", "InvalidParameters", "InvalidDocumentVersion", "InvalidRole"):
+                raise ConfigurationError(f"SendCommand rejected the request ({code}): {message}") from None
+            if code not in _THROTTLED | _AMBIGUOUS:
+                raise
+            failure: Exception = TransientError(f"SendCommand failed after {attempt} tries ({code}): {message}")
+            ambiguous = code in _AMBIGUOUS
+        except (HTTPClientError, BotoConnectionError) as error:
+            failure, ambiguous = TransientError(f"SendCommand failed after {attempt} tries: {error}"), True
+        if ambiguous and marker:
+            found = find_command(agent.document_name, marker, since=started - timedelta(minutes=1))
+            if found is not None:
+                return found
+        if attempt == SEND_ATTEMPTS:
+            raise failure
+        time.sleep(min(2.0**attempt * 0.1, 5.0) * (0.5 + random.random() / 2))  # noqa: S311 - jitter
+    raise AssertionError("unreachable")
+
+
+def find_command(document_name: str, marker: str, since: datetime) -> tuple[str, datetime] | None:
+    """The command of our document, sent after `since`, whose Comment carries `marker`."""
+    pages = (
+        clients.client("ssm")
+        .get_paginator("list_commands")
+        .paginate(
+            Filters=[
+                {"key": "DocumentName", "value": document_name},
+                {"key": "InvokedAfter", "value": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+            ]
+        )
+    )
+    for page in pages:
+        for command in page.get("Commands", []):
+            if marker in command.get("Comment", "") and command.get("DocumentName") == document_name:
+                requested = _time(command.get("RequestedDateTime")) or datetime.now(UTC)
+                return command["CommandId"], requested
+    return None
 
 
 def _time(value: object) -> datetime | None:

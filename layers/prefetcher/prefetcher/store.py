@@ -326,6 +326,33 @@ class AuditTable:
         )
         self._commands[command.command_id] = command
 
+    def claim_send(self, key: str, now: datetime) -> dict[str, Any] | None:
+        """Claim the one send of `key`; returns the earlier claim if there is one."""
+        try:
+            self._call(
+                "put_item",
+                Item=_item(
+                    {
+                        "pk": f"SEND#{key}",
+                        "sk": "#META",
+                        "type": "send",
+                        "claimed_at": iso(now),
+                        "expires_at": self._expires(now),
+                    }
+                ),
+                ConditionExpression="attribute_not_exists(pk)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return _plain(dict(error.response.get("Item", {})))  # type: ignore[call-overload]
+        return None
+
+    def complete_send(self, key: str, command_id: str, requested_at: datetime) -> None:
+        update = Update().set(command_id=command_id, requested_at=iso(requested_at))
+        self._call("update_item", **update.request({"pk": f"SEND#{key}", "sk": "#META"}))
+
     def get_command(self, command_id: str) -> CommandRecord | None:
         """A recorded command (commands never change, so they are cached in memory)."""
         cached = self._commands.get(command_id)

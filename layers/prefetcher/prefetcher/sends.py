@@ -1,0 +1,57 @@
+"""Each pull command is sent exactly once, across retries, duplicate events and crashes.
+
+SSM's SendCommand has no idempotency token, and its answer can be lost after SSM acted on it (a
+read timeout, a 5xx, the function timing out). So before the first try the send is *claimed*
+in the audit table (a conditional put); after it, the command id is stored with the claim. A
+later try that finds a claim with a command id sends nothing; one that finds a claim without it
+(an earlier try died between the two) first looks for the command in SSM by the marker that every
+command carries in its Comment, and sends only if SSM has none. The same lookup runs before a
+retry of an ambiguous failure (timeouts, 5xx, connection errors); botocore's own retries are off
+for SendCommand for that reason (`ssm.send_pull`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+from prefetcher import ssm
+from prefetcher.fleet import CommandTarget
+from prefetcher.refs import ImageRef
+from prefetcher.settings import AgentSettings
+from prefetcher.store import AuditTable, parse_iso
+
+LOOKBACK = timedelta(minutes=10)
+
+
+def marker(key: str) -> str:
+    """A short, unique, shell-safe tag for the Comment (at most 100 characters in all)."""
+    return "pf-" + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def send_once(
+    table: AuditTable,
+    key: str,
+    images: list[ImageRef],
+    agent: AgentSettings,
+    comment: str,
+    *,
+    target: CommandTarget | None = None,
+    instance_ids: list[str] | None = None,
+) -> tuple[str, datetime]:
+    """The command id and requested time of the one command for `key`, sending it if needed."""
+    now = datetime.now(UTC)
+    claim = table.claim_send(key, now)
+    if claim is not None and claim.get("command_id"):
+        return str(claim["command_id"]), parse_iso(claim["requested_at"])
+    tag = marker(key)
+    if claim is not None:
+        found = ssm.find_command(agent.document_name, tag, since=parse_iso(claim["claimed_at"]) - LOOKBACK)
+        if found is not None:
+            table.complete_send(key, *found)
+            return found
+    command_id, requested_at = ssm.send_pull(
+        images, agent, f"{tag} {comment}", target=target, instance_ids=instance_ids, marker=tag
+    )
+    table.complete_send(key, command_id, requested_at)
+    return command_id, requested_at

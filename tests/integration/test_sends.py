@@ -1,0 +1,88 @@
+"""Exactly one SendCommand per send, whatever fails around it (prefetcher.sends)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+
+import pytest
+from botocore.exceptions import ReadTimeoutError
+from prefetcher import clients, sends
+from prefetcher.fleet import cluster_targets
+from prefetcher.refs import ImageRef
+from prefetcher.settings import AgentSettings
+from prefetcher.store import AuditTable
+from prefetcher_cli.local.fleet import NodeSpec, launch
+
+from tests.helpers import load_event, moto_commands
+
+IMAGE = ImageRef("123456789012.dkr.ecr.us-east-1.amazonaws.com", "ml/trainer", "sha256:" + "c" * 64, "v1")
+
+
+@pytest.fixture
+def ready(stack):
+    launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"), 2)
+    agent = AgentSettings.model_validate({"DOCUMENT_NAME": stack.output("PrefetchDocument")})
+    return AuditTable(stack.output("AuditTable")), agent, cluster_targets("ml-prod")[0]
+
+
+def test_a_second_try_after_a_crash_between_send_and_record_finds_the_command(ready):
+    table, agent, target = ready
+    # Given a try that claimed the send and sent it, then died before storing the command id
+    tag = sends.marker("push#e1#ml-prod")
+    table.claim_send("push#e1#ml-prod", datetime.now(UTC))
+    from prefetcher import ssm
+
+    first, _ = ssm.send_pull([IMAGE], agent, f"{tag} push", target=target)
+    # When the event is tried again
+    again, _ = sends.send_once(table, "push#e1#ml-prod", [IMAGE], agent, "push", target=target)
+    # Then it finds that command instead of sending a second one
+    assert again == first
+    assert len(moto_commands()) == 1
+
+
+def test_a_lost_answer_to_a_send_that_happened_is_not_sent_again(ready):
+    table, agent, target = ready
+    # SendCommand reaches SSM, but its answer is lost (a read timeout after the call)
+    calls = {"n": 0}
+
+    def lose_answer(**kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ReadTimeoutError(endpoint_url="https://ssm.us-east-1.amazonaws.com")
+
+    clients.client("ssm", attempts=1).meta.events.register("after-call.ssm.SendCommand", lose_answer)
+    command_id, _ = sends.send_once(table, "push#e2#ml-prod", [IMAGE], agent, "push", target=target)
+    assert calls["n"] == 1
+    assert [c.command_id for c in moto_commands()] == [command_id]
+
+
+def test_a_completed_send_is_never_repeated(ready):
+    table, agent, target = ready
+    first = sends.send_once(table, "push#e3#ml-prod", [IMAGE], agent, "push", target=target)
+    again = sends.send_once(table, "push#e3#ml-prod", [IMAGE], agent, "push", target=target)
+    assert first[0] == again[0]
+    assert len(moto_commands()) == 1
+
+
+def test_a_push_retried_after_failing_between_clusters_sends_each_cluster_once(stack, monkeypatch):
+    from prefetcher.store import AuditTable as Table
+
+    launch(stack.client("ec2"), NodeSpec("ml-batch", "managed", "general"))
+    original = Table.record_command
+    failed = {"done": False}
+
+    def fail_once(self, command):
+        if command.cluster == "ml-batch" and not failed["done"]:
+            failed["done"] = True
+            raise RuntimeError("the function timed out here")
+        return original(self, command)
+
+    monkeypatch.setattr(Table, "record_command", fail_once)
+    push = copy.deepcopy(load_event("ecr-push-tagged.json"))
+    with pytest.raises(RuntimeError):
+        stack.functions["ImagePushFunction"].invoke(push)
+    result = stack.functions["ImagePushFunction"].invoke(push)
+    assert result["action"] == "sent"
+    clusters = sorted(c.targets[0]["Key"].rsplit("/", 1)[1] for c in moto_commands())
+    assert clusters == ["ml-batch", "ml-prod"]
