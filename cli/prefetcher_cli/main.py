@@ -84,9 +84,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         function = args.function
         if function is None and args.queue == "ImagePushDLQ":
             function = redrive.stack_outputs(args.stack).get("ImagePushFunctionName")
-        report = redrive.redrive(
-            url, function=function, to_queue=args.to_queue, dry_run=args.dry_run, limit=args.max
-        )
+        report = redrive.redrive(url, function=function, to_queue=args.to_queue, dry_run=args.dry_run, limit=args.max)
     except ValueError as error:
         raise views.UsageError(str(error)) from None
     view = report.as_dict()

@@ -8,14 +8,13 @@ from __future__ import annotations
 import copy
 import json
 import string
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-
 from prefetcher_cli.local.runtime import sqs_event
+
 from tests.helpers import ROOT, CallCounter, load_event
 
 EXAMPLES = 220

@@ -9,6 +9,7 @@ from prefetcher.store import AuditTable
 from prefetcher_cli import main as cli
 from prefetcher_cli.local import fidelity
 from prefetcher_cli.local.fleet import NodeSpec, launch
+
 from tests.helpers import load_event, moto_commands
 
 
@@ -20,7 +21,9 @@ def test_an_audit_event_that_failed_until_its_command_was_recorded_is_redriven_a
     record = table.get_command(command.command_id)
     # Given the command's record is missing (say, a bad deploy lost it) while its events arrive
     ddb = stack.client("dynamodb")
-    ddb.delete_item(TableName=table.table_name, Key={"pk": {"S": f"COMMAND#{command.command_id}"}, "sk": {"S": "#META"}})
+    ddb.delete_item(
+        TableName=table.table_name, Key={"pk": {"S": f"COMMAND#{command.command_id}"}, "sk": {"S": "#META"}}
+    )
     fidelity.set_invocation("123456789012", "us-east-1", command.command_id, instance, status="Success",
                             stdout="", response_code=0)  # fmt: skip
     event = {

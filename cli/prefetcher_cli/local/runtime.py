@@ -30,7 +30,7 @@ class LocalContext:
     function_name: str
     invoked_function_arn: str
     memory_limit_in_mb: int
-    timeout_seconds: int
+    timeout_seconds: float
     log_group_name: str
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     function_version: str = "$LATEST"
@@ -63,6 +63,8 @@ class LocalFunction:
     logical_id: str
     base_environment: dict[str, str]
     log: io.TextIOBase | Any = field(default_factory=lambda: sys.stderr)
+    # The context's time limit, if not the template's Timeout (the fault tests shorten it).
+    timeout_seconds: float | None = None
     _module: ModuleType | None = field(default=None, repr=False)
 
     @property
@@ -110,7 +112,7 @@ class LocalFunction:
             function_name=self.name,
             invoked_function_arn=self.arn,
             memory_limit_in_mb=int(self.stack.function_property(self.logical_id, "MemorySize", 128)),
-            timeout_seconds=int(self.stack.function_property(self.logical_id, "Timeout", 3)),
+            timeout_seconds=self.timeout_seconds or int(self.stack.function_property(self.logical_id, "Timeout", 3)),
             log_group_name=f"/aws/lambda/{self.name}",
         )
         with patched_environ(self.environment()), contextlib.redirect_stdout(self.log):
@@ -213,6 +215,8 @@ class AsyncEventSource:
     function: LocalFunction
     tap_queue_url: str
     max_retries: int = 2
+    # Lambda waits about 1 and 2 minutes between its async retries; locally 0 unless set.
+    retry_delay: float = 0.0
     on_failure_queue_url: str = ""
     sqs: Any = None
     results: list[Any] = field(default_factory=list)
@@ -227,7 +231,9 @@ class AsyncEventSource:
 
     def deliver(self, event: Any) -> Any:
         error: BaseException | None = None
-        for _attempt in range(self.max_retries + 1):
+        for attempt in range(self.max_retries + 1):
+            if attempt and self.retry_delay:
+                time.sleep(self.retry_delay)
             try:
                 result = self.function.invoke(event)
             except Exception as caught:  # noqa: BLE001 - recorded in the on-failure record
