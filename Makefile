@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install demo test test-unit test-integration test-template lint format build document bench clean
+.PHONY: help install demo test test-unit test-integration test-template lint format build document bench reliability clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -106,6 +106,10 @@ build: install document ## sam build (no Docker needed)
 
 bench: install ## benchmarks (node agent: needs root with containerd); rewrites docs/benchmarks.md and bench/results.json
 	$(BIN)/python -m bench.run
+
+reliability: install ## fault injection (1,000 events per path at 20% faults) and hostile inputs; rewrites docs/reliability.md and .json
+	$(BIN)/pytest tests/faults tests/integration/test_hostile.py
+	$(BIN)/python -m tests.faults.report
 
 clean: ## remove build output and local state
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache .hypothesis

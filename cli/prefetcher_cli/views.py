@@ -151,12 +151,13 @@ def coverage(table: AuditTable, cluster: str | None = None) -> dict[str, Any]:
     result = []
     for name in clusters:
         images, nodes = table.cluster(name)
-        live = {n["instance_id"] for n in nodes}
+        # Live nodes: those that joined (and have not left), and those that got a command (a node
+        # that leaves leaves both indexes).
+        per_image = {(i["repository"], i["digest"]): table.coverage(name, i["repository"], i["digest"]) for i in images}
+        live = {n["instance_id"] for n in nodes} | {r["instance_id"] for rs in per_image.values() for r in rs}
         rows = []
         for image in sorted(images, key=lambda i: (i["repository"], i["tag"])):
-            records = [
-                r for r in table.coverage(name, image["repository"], image["digest"]) if r["instance_id"] in live
-            ]
+            records = per_image[(image["repository"], image["digest"])]
             counts = Counter(r["state"] for r in records)
             holding = sum(1 for r in records if r.get("holds"))
             rows.append(
@@ -175,7 +176,10 @@ def coverage(table: AuditTable, cluster: str | None = None) -> dict[str, Any]:
             {
                 "cluster": name,
                 "nodes": len(live),
-                "node_states": dict(Counter(n.get("node_state", "seen") for n in nodes)),
+                "node_states": dict(
+                    Counter(n.get("node_state", "seen") for n in nodes)
+                    + Counter(seen=len(live - {n["instance_id"] for n in nodes}))
+                ),
                 "time_to_warm_seconds": {"p50": _percentile(warm_times, 0.5), "p95": _percentile(warm_times, 0.95)},
                 "images": rows,
                 "node_list": sorted(

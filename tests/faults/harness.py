@@ -13,9 +13,9 @@ clients (botocore events) and, at a given rate, answers a call with:
   failure from DynamoDB Local);
 - `InvalidInstanceId` for a SendCommand to named instances (the node's agent is not registered).
 
-and, at a quarter of that rate per invocation, the function times out mid-invocation: at a
-random AWS call, the invocation stops dead (no cleanup, no response), as a Lambda timeout does;
-for a batch, after a random number of its records.
+and, at the same rate per invocation, the function times out mid-invocation: at a random AWS
+call, the invocation stops dead (no cleanup, no response), as a Lambda timeout does; for a
+batch, after a random number of its records.
 
 Only the delays are changed: botocore's backoff and the SendCommand retry pauses are scaled down
 to a millisecond so that 1,000 events run in minutes. Everything else (the retry decisions, the
@@ -100,7 +100,7 @@ class FaultInjector:
     def arm_timeout(self) -> bool:
         """Decide whether the coming invocation times out (at a random AWS call)."""
         with self._lock:
-            if self._random.random() < self.rate / 4:
+            if self._random.random() < self.rate:
                 self._timeout_in = self._random.randint(1, 12)
                 return True
             self._timeout_in = 0
@@ -186,11 +186,11 @@ def fast_retries() -> Iterator[None]:
     from prefetcher import ssm
 
     original_delay = standard.ExponentialBackoff.delay_amount
-    original_sleep = ssm.time.sleep
+    original_pause = ssm.pause
     standard.ExponentialBackoff.delay_amount = lambda self, context: 0.001  # type: ignore[method-assign]
-    ssm.time.sleep = lambda seconds: None  # type: ignore[assignment]
+    ssm.pause = lambda seconds: None  # type: ignore[assignment]
     try:
         yield
     finally:
         standard.ExponentialBackoff.delay_amount = original_delay  # type: ignore[method-assign]
-        ssm.time.sleep = original_sleep  # type: ignore[assignment]
+        ssm.pause = original_pause  # type: ignore[assignment]

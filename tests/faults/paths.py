@@ -40,6 +40,7 @@ class PathResult:
     lost: int = 0
     applied_twice: int = 0
     seconds: float = 0.0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -95,6 +96,17 @@ def _payload(message: dict[str, Any]) -> dict[str, Any]:
     return body["requestPayload"] if isinstance(body, dict) and "requestPayload" in body else body
 
 
+def _reason(message: dict[str, Any]) -> str:
+    attributes = message.get("MessageAttributes", {})
+    if "ErrorMessage" in attributes:
+        return str(attributes["ErrorMessage"]["StringValue"])[:120]
+    body = json.loads(message["Body"])
+    payload = body.get("responsePayload") if isinstance(body, dict) else None
+    if payload:
+        return f"{payload.get('errorType')}: {payload.get('errorMessage', '')}"[:120]
+    return "(moved by the queue's redrive policy after maxReceiveCount receives)"
+
+
 def _has_reason(message: dict[str, Any]) -> bool:
     if "ErrorMessage" in message.get("MessageAttributes", {}):
         return True
@@ -135,6 +147,7 @@ def run_push(servers: Servers, log: Any, events: int = 1000, rate: float = 0.2) 
         digest = command.parameters["Images"][0].rsplit("@", 1)[1]
         sent[(digest, command.targets[0]["Key"].rsplit("/", 1)[1])] += 1
     dead = {_payload(m)["detail"]["image-digest"]: m for m in _drain(stack, "ImagePushDLQ")}
+    reasons: Counter[str] = Counter()
     for n in range(events):
         counts = [sent[(_digest(n), cluster)] for cluster in ("ml-prod", "ml-batch")]
         if max(counts) > 1:
@@ -144,8 +157,10 @@ def run_push(servers: Servers, log: Any, events: int = 1000, rate: float = 0.2) 
         elif _digest(n) in dead:
             result.dead_lettered += 1
             result.dead_lettered_with_reason += _has_reason(dead[_digest(n)])
+            reasons[_reason(dead[_digest(n)])] += 1
         else:
             result.lost += 1
+    result.dead_letter_reasons = dict(reasons.most_common(8))
     result.seconds = round((datetime.now(UTC) - started).total_seconds(), 1)
     return result
 
@@ -182,6 +197,7 @@ def run_join(servers: Servers, log: Any, events: int = 1000, rate: float = 0.2) 
         if c.command_id not in before and len(c.instance_ids) == 1 and not c.targets
     )
     dead = {_payload(m)["detail"]["instance-id"]: m for m in _drain(stack, "NodeJoinDLQ")}
+    reasons: Counter[str] = Counter()
     for instance in instances:
         if sent[instance] > 1:
             result.applied_twice += 1
@@ -190,8 +206,10 @@ def run_join(servers: Servers, log: Any, events: int = 1000, rate: float = 0.2) 
         elif instance in dead:
             result.dead_lettered += 1
             result.dead_lettered_with_reason += _has_reason(dead[instance])
+            reasons[_reason(dead[instance])] += 1
         else:
             result.lost += 1
+    result.dead_letter_reasons = dict(reasons.most_common(8))
     result.seconds = round((datetime.now(UTC) - started).total_seconds(), 1)
     return result
 

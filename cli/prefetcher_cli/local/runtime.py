@@ -185,7 +185,8 @@ class SqsEventSource:
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             )
-            received = answer.get("Messages", [])
+            seen = {m["MessageId"] for m in messages}
+            received = [m for m in answer.get("Messages", []) if m["MessageId"] not in seen]
             if not received:
                 break
             messages += received
@@ -202,8 +203,14 @@ class SqsEventSource:
             failed = {m["MessageId"] for m in messages}
         for message in messages:
             if message["MessageId"] not in failed:
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+                self._delete(message)
         return len(messages)
+
+    def _delete(self, message: dict[str, Any]) -> None:
+        # ReceiptHandleIsInvalid: it became visible again and was received anew while this batch
+        # ran (the local visibility timeout is short); it is delivered again, as SQS may.
+        with contextlib.suppress(self.sqs.exceptions.ReceiptHandleIsInvalid):
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
 @dataclass
@@ -226,7 +233,9 @@ class AsyncEventSource:
         messages = answer.get("Messages", [])
         for message in messages:
             self.deliver(json.loads(message["Body"]))
-            self.sqs.delete_message(QueueUrl=self.tap_queue_url, ReceiptHandle=message["ReceiptHandle"])
+            # Received anew meanwhile (short local visibility): delivered again, as EventBridge may.
+            with contextlib.suppress(self.sqs.exceptions.ReceiptHandleIsInvalid):
+                self.sqs.delete_message(QueueUrl=self.tap_queue_url, ReceiptHandle=message["ReceiptHandle"])
         return len(messages)
 
     def deliver(self, event: Any) -> Any:

@@ -71,7 +71,6 @@ def handle_status(
         images=list(command.images),
         invocation=invocation,
     )
-    table.touch_node(command.cluster, detail.instance_id, event.time)
     applied, stale = [], 0
     for update in updates:
         if table.apply(update):

@@ -39,6 +39,11 @@ _THROTTLED = frozenset({"ThrottlingException", "TooManyUpdates", "RequestLimitEx
 _AMBIGUOUS = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
 
 
+def pause(seconds: float) -> None:
+    """The wait between SendCommand tries (replaced by the fault-injection tests)."""
+    time.sleep(seconds)
+
+
 def send_pull(
     images: list[ImageRef],
     agent: AgentSettings,
@@ -91,7 +96,7 @@ def send_pull(
                 return found
         if attempt == SEND_ATTEMPTS:
             raise failure
-        time.sleep(min(2.0**attempt * 0.1, 5.0) * (0.5 + random.random() / 2))  # noqa: S311 - jitter
+        pause(min(2.0**attempt * 0.1, 5.0) * (0.5 + random.random() / 2))  # noqa: S311 - jitter
     raise AssertionError("unreachable")
 
 

@@ -3,7 +3,8 @@
 Items (pk / sk):
   TAG#<repo>:<tag>          / CURRENT          the digest a tag points to now (catalog)
   CLUSTER#<cluster>         / TAG#<repo>:<tag> the current images of a cluster
-  CLUSTER#<cluster>         / NODE#<instance>  a node of a cluster      (gsi1: NODE#<instance> / #NODE)
+  CLUSTER#<cluster>         / NODE#<instance>  a node of a cluster      (gsi1: NODE#<instance> / #NODE,
+                                                 gsi2: LIVE#<cluster> / <instance> until it leaves)
   CLUSTERS                  / CLUSTER#<name>   every cluster we send to
   IMAGE#<repo>@<digest>     / #META            the image: tags, pushed, superseded
   IMAGE#<repo>@<digest>     / NODE#<instance>  the image on one node   (gsi1: NODE#<instance> / IMAGE#...,
@@ -145,6 +146,10 @@ def image_pk(repository: str, digest: str) -> str:
     return f"IMAGE#{repository}@{digest}"
 
 
+def live_pk(cluster: str) -> str:
+    return f"LIVE#{cluster}"
+
+
 def coverage_pk(cluster: str, repository: str, digest: str) -> str:
     return f"COVER#{cluster}#{repository}@{digest}"
 
@@ -172,7 +177,6 @@ class CommandRecord:
 class AuditTable:
     table_name: str
     history_ttl: timedelta = timedelta(days=90)
-    _known_nodes: set[tuple[str, str]] = field(default_factory=set, repr=False)
     _commands: dict[str, CommandRecord] = field(default_factory=dict, repr=False)
 
     @property
@@ -443,35 +447,6 @@ class AuditTable:
             raise
         return True
 
-    def touch_node(self, cluster: str, instance_id: str, seen_at: datetime) -> None:
-        """Remember that `instance_id` is a node of `cluster` (once per process per node)."""
-        if (cluster, instance_id) in self._known_nodes:
-            return
-        update = (
-            Update()
-            .set(
-                type="node",
-                cluster=cluster,
-                instance_id=instance_id,
-                gsi1pk=f"NODE#{instance_id}",
-                gsi1sk="#NODE",
-            )
-            .set_if_missing(first_seen_at=iso(seen_at))
-        )
-        try:
-            self._call(
-                "update_item",
-                **update.request(
-                    {"pk": f"CLUSTER#{cluster}", "sk": f"NODE#{instance_id}"},
-                    # A node that has left stays gone, whatever late events say.
-                    f"attribute_not_exists({update.name('left_at')})",
-                ),
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-        self._known_nodes.add((cluster, instance_id))
-
     # ---- node lifecycle (the join path) ------------------------------------------------------
 
     def current_images(self, cluster: str) -> list[ImageRef]:
@@ -490,6 +465,8 @@ class AuditTable:
             Update()
             .set(type="node", cluster=cluster, instance_id=instance_id, node_group=node_group or None, kind=kind)
             .set(joined_at=at, node_state="joining", gsi1pk=f"NODE#{instance_id}", gsi1sk="#NODE")
+            # The live nodes of a cluster: a sparse index entry, removed when the node leaves.
+            .set(gsi2pk=live_pk(cluster), gsi2sk=instance_id)
             .set_if_missing(first_seen_at=at)
             .remove("left_at", "warm_at", "warm_seconds", "reason")
         )
@@ -511,7 +488,6 @@ class AuditTable:
             stored = _plain(dict(error.response.get("Item", {})))  # type: ignore[call-overload]
             # The same join again (a redelivery): go on; a newer join or a later leave: stale.
             return bool(stored.get("joined_at") == at and not stored.get("left_at", "") > at)
-        self._known_nodes.add((cluster, instance_id))
         return True
 
     def node_left(self, cluster: str, instance_id: str, left_at: datetime, state: str) -> bool:
@@ -521,7 +497,7 @@ class AuditTable:
         update = Update().set(
             type="node", cluster=cluster, instance_id=instance_id, left_at=at, node_state="left", left_because=state,
             gsi1pk=f"NODE#{instance_id}", gsi1sk="#NODE",
-        )  # fmt: skip
+        ).remove("gsi2pk", "gsi2sk")  # fmt: skip
         joined = update.name("joined_at")
         try:
             self._call(
@@ -535,7 +511,6 @@ class AuditTable:
             if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
             raise
-        self._known_nodes.discard((cluster, instance_id))
         _, images = self.node(instance_id)
         for record in images:
             if "gsi2pk" not in record:
@@ -637,16 +612,21 @@ class AuditTable:
         ]
 
     def cluster(self, cluster: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """A cluster's current images and its live nodes (one Query)."""
-        images, nodes = [], []
-        for item in self._query(
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues=_values({":pk": f"CLUSTER#{cluster}"}),
-        ):
-            if item["sk"].startswith("TAG#"):
-                images.append(item)
-            elif item["sk"].startswith("NODE#") and not item.get("left_at"):
-                nodes.append(item)
+        """A cluster's current images (one Query) and its live nodes (one Query on gsi2: nodes
+        that left are not in it, so they are not read)."""
+        images = list(
+            self._query(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :tag)",
+                ExpressionAttributeValues=_values({":pk": f"CLUSTER#{cluster}", ":tag": "TAG#"}),
+            )
+        )
+        nodes = list(
+            self._query(
+                IndexName=GSI_COVERAGE,
+                KeyConditionExpression="gsi2pk = :pk",
+                ExpressionAttributeValues=_values({":pk": live_pk(cluster)}),
+            )
+        )
         return images, nodes
 
     def coverage(self, cluster: str, repository: str, digest: str) -> list[dict[str, Any]]:
