@@ -1,6 +1,7 @@
 """SsmAuditFunction: SSM invocation status events of our document (through the audit queue)
 become per-image, per-node records in the audit table. Partial batch failures: a record that
-cannot be applied yet is retried by the queue; a malformed one goes to the dead-letter queue."""
+cannot be applied yet is retried by the queue; a malformed one goes to the dead-letter queue.
+One update per invocation and batch, the invocations of a batch in parallel."""
 
 from __future__ import annotations
 
@@ -35,39 +36,54 @@ _STATE_METRICS = {
     "undeliverable": "NodeImagesUndeliverable",
     "skipped-disk": "NodeImagesSkippedDisk",
 }
+_outcome = audit.BatchOutcome()
 
 
 def record_handler(record: SQSRecord) -> str:
-    event = parse_or_quarantine(record.body, CommandInvocationEvent, SETTINGS.dead_letter_queue_url, "SsmAuditFunction")
-    if isinstance(event, Rejected):
-        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
-        return event.reason
-    try:
-        result = audit.handle_status(event, SETTINGS, TABLE)
-    except Exception as error:
-        # Surfaces as a batch item failure: the queue redelivers it, and after maxReceiveCount
-        # moves it to the dead-letter queue. The reason is logged here, where it is known.
+    """Reports what the batch step decided for this message (raising makes it retried)."""
+    error = _outcome.errors.get(record.message_id)
+    if error is not None:
         logger.warning(
             "status not applied; the queue will retry it",
             extra={"reason": str(error), "error_type": type(error).__name__, "message_id": record.message_id},
         )
-        raise
-    metrics.add_metric(name="StatusEventsApplied", unit=MetricUnit.Count, value=1)
-    for update in result.applied:
-        name = _STATE_METRICS.get(str(update.state))
-        if name:
-            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
-        if update.state.holds_image and update.finished_at:
-            seconds = (update.finished_at - update.requested_at).total_seconds()
-            metrics.add_metric(name="TimeToCachedSeconds", unit=MetricUnit.Seconds, value=max(seconds, 0))
-    return result.action
+        raise error
+    result = _outcome.results.get(record.message_id)
+    return result.action if result else "rejected"
+
+
+def _apply(event: dict[str, Any]) -> audit.BatchOutcome:
+    valid = []
+    for raw in event.get("Records", []):
+        record = SQSRecord(raw)
+        parsed = parse_or_quarantine(
+            record.body, CommandInvocationEvent, SETTINGS.dead_letter_queue_url, "SsmAuditFunction"
+        )
+        if isinstance(parsed, Rejected):
+            metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
+        else:
+            valid.append((record.message_id, parsed))
+    outcome = audit.handle_batch(valid, SETTINGS, TABLE)
+    applied = {id(result): result for result in outcome.results.values()}.values()
+    for result in applied:
+        metrics.add_metric(name="StatusEventsApplied", unit=MetricUnit.Count, value=1)
+        for update in result.applied:
+            name = _STATE_METRICS.get(str(update.state))
+            if name:
+                metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+            if update.state.holds_image and update.finished_at:
+                seconds = (update.finished_at - update.requested_at).total_seconds()
+                metrics.add_metric(name="TimeToCachedSeconds", unit=MetricUnit.Seconds, value=max(seconds, 0))
+    return outcome
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    global _outcome
     metrics.add_metric(name="StatusEventsReceived", unit=MetricUnit.Count, value=len(event.get("Records", [])))
+    _outcome = _apply(event)
     return dict(
         process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     )

@@ -191,3 +191,29 @@ def test_events_of_other_documents_never_reach_the_function(stack, sent):
     event["detail"]["document-name"] = "AWS-RunShellScript"
     stack.put_events(event)
     assert stack.queue_depth("AuditQueue") == 0
+
+
+def test_a_batch_writes_once_per_invocation_and_fails_only_the_messages_of_one_that_cannot_be_applied(stack, sent):
+    from prefetcher_cli.local.runtime import sqs_event
+    from tests.helpers import CallCounter
+
+    command, instance, table = sent
+    finish(command, instance, "Success", "Success", stdout=result_line("pulled"))
+    unknown = status_event(stack, command, instance, "InProgress")
+    unknown["detail"]["command-id"] = "00000000-0000-4000-8000-000000000001"
+    bodies = [status_event(stack, command, instance, s) for s in ("Pending", "InProgress", "Success", "InProgress")]
+    bodies.append(unknown)
+
+    def envelope(event, n):
+        return {"version": "0", "id": f"e{n}", "account": "123456789012", "time": "2026-11-29T10:20:00Z",
+                "region": "us-east-1", **event}  # fmt: skip
+
+    messages = [{"MessageId": f"m{n}", "ReceiptHandle": "r", "Body": json.dumps(envelope(e, n)), "Attributes": {}}
+                for n, e in enumerate(bodies)]  # fmt: skip
+    with CallCounter() as counter:
+        result = stack.functions["SsmAuditFunction"].invoke(sqs_event(messages, "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1"))
+    # Four events of one invocation: one write (its newest state); the unknown command's message fails alone
+    assert result == {"batchItemFailures": [{"itemIdentifier": "m4"}]}
+    assert counter.count("dynamodb.UpdateItem") == 1
+    assert counter.count("ssm.GetCommandInvocation") == 1
+    assert record(table, instance)["state"] == "cached"

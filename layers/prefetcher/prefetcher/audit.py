@@ -4,7 +4,9 @@ each image on that node."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from aws_lambda_powertools import Logger
 
@@ -93,3 +95,53 @@ def handle_status(
         },
     )
     return AuditResult(action="applied", applied=applied, stale=stale)
+
+
+@dataclass
+class BatchOutcome:
+    """What became of each message of a batch: a result, or the error that makes it retried."""
+
+    results: dict[str, AuditResult] = field(default_factory=dict)
+    errors: dict[str, Exception] = field(default_factory=dict)
+
+
+def _newest_first(event: CommandInvocationEvent) -> tuple[int, datetime]:
+    rank = 2 if event.detail.status in states.TERMINAL_STATUSES else 1 if event.detail.status != "Pending" else 0
+    return rank, event.time
+
+
+def handle_batch(
+    events: list[tuple[str, CommandInvocationEvent]],
+    settings: AuditSettings,
+    table: AuditTable,
+    *,
+    workers: int = 8,
+    get_invocation: GetInvocation = ssm.get_invocation,
+) -> BatchOutcome:
+    """Apply a batch of status events: one update per invocation (the newest status of each
+    command and instance in the batch; the older ones could only be stale beside it), the
+    invocations in parallel. Every message of an invocation shares its outcome."""
+    groups: dict[tuple[str, str], list[tuple[str, CommandInvocationEvent]]] = {}
+    for message_id, event in events:
+        groups.setdefault((event.detail.command_id, event.detail.instance_id), []).append((message_id, event))
+    outcome = BatchOutcome()
+
+    def apply(members: list[tuple[str, CommandInvocationEvent]]) -> tuple[list[str], AuditResult | Exception]:
+        newest = max((event for _, event in members), key=_newest_first)
+        try:
+            return [m for m, _ in members], handle_status(newest, settings, table, get_invocation)
+        except Exception as error:  # noqa: BLE001 - reported per message; the queue retries them
+            return [m for m, _ in members], error
+
+    if len(groups) <= 1 or workers <= 1:
+        done = [apply(members) for members in groups.values()]
+    else:
+        with ThreadPoolExecutor(max_workers=min(workers, len(groups))) as pool:
+            done = list(pool.map(apply, groups.values()))
+    for message_ids, result in done:
+        for message_id in message_ids:
+            if isinstance(result, Exception):
+                outcome.errors[message_id] = result
+            else:
+                outcome.results[message_id] = result
+    return outcome
