@@ -1,19 +1,29 @@
-"""`make bench`: every benchmark, then docs/benchmarks.md from their figures."""
+"""`make bench`: every benchmark, then docs/benchmarks.md from their figures (one run)."""
 
 from __future__ import annotations
 
 import sys
+import time
 
-from bench import node_bench, report
+from bench import audit_ingest, cold_start, fanout, node_bench, package_size, query_cost, report
 
 
 def main() -> int:
     failed = []
-    for name, benchmark in (("node", node_bench.main),):
+    started = time.monotonic()
+    for name, benchmark in (
+        ("package size", package_size.main),
+        ("cold start", cold_start.main),
+        ("fan-out", fanout.main),
+        ("audit ingest", audit_ingest.main),
+        ("query cost", query_cost.main),
+        ("node agent", node_bench.main),
+    ):
         print(f"== {name}", flush=True)
         if benchmark() != 0:
             failed.append(name)
     report.main()
+    print(f"benchmarks took {time.monotonic() - started:.0f} s")
     if failed:
         print(f"benchmarks that could not run: {', '.join(failed)}", file=sys.stderr)
         return 1

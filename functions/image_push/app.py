@@ -7,7 +7,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -18,12 +18,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from prefetcher import clients, push
 from prefetcher.edge import Rejected, parse_or_quarantine
 from prefetcher.events import EcrImageActionEvent
+from prefetcher.observability import traced
 from prefetcher.settings import ImagePushSettings
 from prefetcher.store import AuditTable
 
 SETTINGS = ImagePushSettings.from_environ(os.environ)
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.history_ttl_days))
 PERSISTENCE = DynamoDBPersistenceLayer(
@@ -49,7 +49,7 @@ def handle(event: EcrImageActionEvent) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
+@traced(SETTINGS.tracing)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="PushEventsReceived", unit=MetricUnit.Count, value=1)

@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -20,12 +20,12 @@ from prefetcher import clients, deadletter, join
 from prefetcher.edge import Rejected, parse_or_quarantine
 from prefetcher.events import InstanceStateEvent
 from prefetcher.fleet import Membership
+from prefetcher.observability import traced
 from prefetcher.settings import JoinSettings
 from prefetcher.store import AuditTable
 
 SETTINGS = JoinSettings.from_environ(os.environ)
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.history_ttl_days))
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -94,7 +94,7 @@ def record_handler(record: SQSRecord) -> str:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
+@traced(SETTINGS.tracing)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="NodeEventsReceived", unit=MetricUnit.Count, value=len(event.get("Records", [])))

@@ -9,7 +9,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -17,12 +17,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from prefetcher import audit
 from prefetcher.edge import Rejected, parse_or_quarantine
 from prefetcher.events import CommandInvocationEvent
+from prefetcher.observability import traced
 from prefetcher.settings import AuditSettings
 from prefetcher.store import AuditTable
 
 SETTINGS = AuditSettings.from_environ(os.environ)
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.history_ttl_days))
 # An entirely failed batch is reported item by item (same retry as raising, clearer logs).
@@ -64,6 +64,10 @@ def _apply(event: dict[str, Any]) -> audit.BatchOutcome:
         else:
             valid.append((record.message_id, parsed))
     outcome = audit.handle_batch(valid, SETTINGS, TABLE)
+    logger.info(
+        "batch recorded",
+        extra={"events": len(valid), "applied": len(outcome.results), "retried": len(outcome.errors)},
+    )
     applied = {id(result): result for result in outcome.results.values()}.values()
     for result in applied:
         metrics.add_metric(name="StatusEventsApplied", unit=MetricUnit.Count, value=1)
@@ -78,7 +82,7 @@ def _apply(event: dict[str, Any]) -> audit.BatchOutcome:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
+@traced(SETTINGS.tracing)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     global _outcome

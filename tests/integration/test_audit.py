@@ -195,6 +195,7 @@ def test_events_of_other_documents_never_reach_the_function(stack, sent):
 
 def test_a_batch_writes_once_per_invocation_and_fails_only_the_messages_of_one_that_cannot_be_applied(stack, sent):
     from prefetcher_cli.local.runtime import sqs_event
+
     from tests.helpers import CallCounter
 
     command, instance, table = sent
@@ -211,7 +212,9 @@ def test_a_batch_writes_once_per_invocation_and_fails_only_the_messages_of_one_t
     messages = [{"MessageId": f"m{n}", "ReceiptHandle": "r", "Body": json.dumps(envelope(e, n)), "Attributes": {}}
                 for n, e in enumerate(bodies)]  # fmt: skip
     with CallCounter() as counter:
-        result = stack.functions["SsmAuditFunction"].invoke(sqs_event(messages, "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1"))
+        result = stack.functions["SsmAuditFunction"].invoke(
+            sqs_event(messages, "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1")
+        )
     # Four events of one invocation: one write (its newest state); the unknown command's message fails alone
     assert result == {"batchItemFailures": [{"itemIdentifier": "m4"}]}
     assert counter.count("dynamodb.UpdateItem") == 1

@@ -128,22 +128,34 @@ def install() -> None:
 
         def targets(self: Any) -> list[str]:
             # No Targets: only the named InstanceIds (moto would add every instance). Tag targets
-            # reach only running instances whose agent is registered, as in SSM.
+            # reach only running instances whose agent is registered, as in SSM. Resolved in one
+            # pass over the instances (moto's own filter is quadratic in the fleet's size).
             if not self.targets:
                 return []
             from moto.ec2.models import ec2_backends
 
             ec2 = ec2_backends[self.account_id][self.backend_region]
-            filters = {target["Key"]: target["Values"] for target in self.targets}
-            filters["instance-state-name"] = ["running"]
+            wanted: list[tuple[str, set[str] | None]] = []
+            for target in self.targets:
+                key = target["Key"]
+                if key.startswith("tag:"):
+                    wanted.append((key[4:], set(target["Values"])))
+                elif key == "tag-key":
+                    wanted.extend((value, None) for value in target["Values"])
+                elif key == "InstanceIds":
+                    wanted.append(("@id", set(target["Values"])))
+                else:
+                    return []
             with _lock:
                 unregistered = set(_unregistered)
-            found = [
-                instance.id
-                for reservation in ec2.all_reservations(filters=filters)
-                for instance in reservation.instances
-                if instance.id not in unregistered
-            ]
+            found = []
+            for reservation in ec2.reservations.values():
+                for instance in reservation.instances:
+                    if instance.state != "running" or instance.id in unregistered:
+                        continue
+                    tags = ec2.tags.get(instance.id, {})
+                    if all(_matches(instance.id, tags, key, values) for key, values in wanted):
+                        found.append(instance.id)
             return found
 
         models.SimpleSystemManagerBackend.send_command = send_command  # type: ignore[method-assign,assignment]
@@ -157,6 +169,12 @@ def install() -> None:
             '"detail": <detail>}'
         )
         _installed = True
+
+
+def _matches(instance_id: str, tags: dict[str, str], key: str, values: set[str] | None) -> bool:
+    if key == "@id":
+        return values is not None and instance_id in values
+    return key in tags and (values is None or tags[key] in values)
 
 
 def _backend(account: str, region: str) -> Any:

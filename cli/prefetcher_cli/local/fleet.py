@@ -41,16 +41,20 @@ def node_tags(spec: NodeSpec) -> dict[str, str]:
 def launch(ec2: Any, spec: NodeSpec, count: int = 1) -> list[str]:
     """Run `count` instances tagged as `spec` describes; returns their ids."""
     image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    answer = ec2.run_instances(
-        ImageId=image_id,
-        MinCount=count,
-        MaxCount=count,
-        InstanceType="m7g.xlarge",
-        TagSpecifications=[
-            {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in node_tags(spec).items()]}
-        ],
-    )
-    return [instance["InstanceId"] for instance in answer["Instances"]]
+    ids: list[str] = []
+    while len(ids) < count:
+        chunk = min(count - len(ids), 500)  # moto takes a while per instance
+        answer = ec2.run_instances(
+            ImageId=image_id,
+            MinCount=chunk,
+            MaxCount=chunk,
+            InstanceType="m7g.xlarge",
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in node_tags(spec).items()]}
+            ],
+        )
+        ids += [instance["InstanceId"] for instance in answer["Instances"]]
+    return ids
 
 
 DEMO_FLEET = (

@@ -35,17 +35,29 @@ def is_our_document(document_name: str, ours: str) -> bool:
     return document_name == ours or document_name.rsplit("/", 1)[-1] == ours
 
 
-def handle_status(
+@dataclass(frozen=True)
+class Planned:
+    """What one status event means: the updates to write (none if ignored)."""
+
+    event: CommandInvocationEvent
+    updates: list[NodeImageUpdate]
+    command_kind: str = ""
+    cluster: str = ""
+    ignored: str = ""
+
+
+def plan_status(
     event: CommandInvocationEvent,
     settings: AuditSettings,
     table: AuditTable,
-    get_invocation: GetInvocation = ssm.get_invocation,
-) -> AuditResult:
+    get_invocation: GetInvocation | None = None,
+) -> Planned:
+    """Everything but the writes: the command, the invocation's result, the updates."""
     detail = event.detail
     if not is_our_document(detail.document_name, settings.document_name):
         reason = f"document {detail.document_name} is not ours ({settings.document_name})"
         logger.info("status ignored", extra={"reason": reason, "event_id": event.id})
-        return AuditResult(action="ignored", reason=reason)
+        return Planned(event=event, updates=[], ignored=reason)
 
     command = table.get_command(detail.command_id)
     if command is None:
@@ -56,7 +68,7 @@ def handle_status(
 
     invocation = None
     if detail.status in states.TERMINAL_STATUSES:
-        invocation = get_invocation(detail.command_id, detail.instance_id)
+        invocation = (get_invocation or ssm.get_invocation)(detail.command_id, detail.instance_id)
         if invocation.status not in states.TERMINAL_STATUSES:
             raise TransientError(
                 f"invocation {detail.command_id}/{detail.instance_id} is {invocation.status} in the API "
@@ -73,28 +85,42 @@ def handle_status(
         images=list(command.images),
         invocation=invocation,
     )
-    applied, stale = [], 0
-    for update in updates:
-        if table.apply(update):
-            applied.append(update)
-        else:
-            stale += 1
-    if command.kind == "join" and updates and all(u.state.holds_image for u in updates):
-        # Every image the node was sent when it joined is on it: the node is warm.
+    return Planned(event=event, updates=updates, command_kind=command.kind, cluster=command.cluster)
+
+
+def finish(planned: Planned, written: list[bool], table: AuditTable) -> AuditResult:
+    """After the writes: the result, and a joining node that now holds everything is warm."""
+    if planned.ignored:
+        return AuditResult(action="ignored", reason=planned.ignored)
+    updates = planned.updates
+    applied = [u for u, ok in zip(updates, written, strict=True) if ok]
+    detail = planned.event.detail
+    if planned.command_kind == "join" and updates and all(u.state.holds_image for u in updates):
         finished = max(u.finished_at or u.observed_at for u in updates)
-        if table.node_warm(command.cluster, detail.instance_id, finished):
-            logger.info("node warm", extra={"instance_id": detail.instance_id, "cluster": command.cluster})
-    logger.info(
+        if table.node_warm(planned.cluster, detail.instance_id, finished):
+            logger.info("node warm", extra={"instance_id": detail.instance_id, "cluster": planned.cluster})
+    logger.debug(
         "status recorded",
         extra={
             "command_id": detail.command_id,
             "instance_id": detail.instance_id,
             "status": detail.status,
             "states": {u.image.pinned: str(u.state) for u in updates},
-            "stale": stale,
+            "stale": len(updates) - len(applied),
         },
     )
-    return AuditResult(action="applied", applied=applied, stale=stale)
+    return AuditResult(action="applied", applied=applied, stale=len(updates) - len(applied))
+
+
+def handle_status(
+    event: CommandInvocationEvent,
+    settings: AuditSettings,
+    table: AuditTable,
+    get_invocation: GetInvocation | None = None,
+) -> AuditResult:
+    """One status event, written at once (conditional UpdateItem per image)."""
+    planned = plan_status(event, settings, table, get_invocation)
+    return finish(planned, [table.apply(u) for u in planned.updates], table)
 
 
 @dataclass
@@ -116,30 +142,54 @@ def handle_batch(
     table: AuditTable,
     *,
     workers: int = 8,
-    get_invocation: GetInvocation = ssm.get_invocation,
+    get_invocation: GetInvocation | None = None,
 ) -> BatchOutcome:
     """Apply a batch of status events: one update per invocation (the newest status of each
     command and instance in the batch; the older ones could only be stale beside it), the
-    invocations in parallel. Every message of an invocation shares its outcome."""
+    invocations read in parallel, then all the writes in batches of 25 conditional statements.
+    Every message of an invocation shares its outcome."""
     groups: dict[tuple[str, str], list[tuple[str, CommandInvocationEvent]]] = {}
     for message_id, event in events:
         groups.setdefault((event.detail.command_id, event.detail.instance_id), []).append((message_id, event))
     outcome = BatchOutcome()
 
-    def apply(members: list[tuple[str, CommandInvocationEvent]]) -> tuple[list[str], AuditResult | Exception]:
+    def plan(members: list[tuple[str, CommandInvocationEvent]]) -> Planned | Exception:
         newest = max((event for _, event in members), key=_newest_first)
         try:
-            return [m for m, _ in members], handle_status(newest, settings, table, get_invocation)
+            return plan_status(newest, settings, table, get_invocation)
         except Exception as error:  # noqa: BLE001 - reported per message; the queue retries them
-            return [m for m, _ in members], error
+            return error
 
-    if len(groups) <= 1 or workers <= 1:
-        done = [apply(members) for members in groups.values()]
+    members = list(groups.values())
+    if len(members) <= 1 or workers <= 1:
+        planned = [plan(m) for m in members]
     else:
-        with ThreadPoolExecutor(max_workers=min(workers, len(groups))) as pool:
-            done = list(pool.map(apply, groups.values()))
-    for message_ids, result in done:
-        for message_id in message_ids:
+        with ThreadPoolExecutor(max_workers=min(workers, len(members))) as pool:
+            planned = list(pool.map(plan, members))
+
+    ready = [(m, p) for m, p in zip(members, planned, strict=True) if isinstance(p, Planned)]
+    for group, failure in zip(members, planned, strict=True):
+        if isinstance(failure, Exception):
+            for message_id, _ in group:
+                outcome.errors[message_id] = failure
+    try:
+        written = table.apply_many([u for _, p in ready for u in p.updates])
+    except Exception as error:  # noqa: BLE001 - every message with a write is retried
+        for group, p in ready:
+            for message_id, _ in group:
+                if p.updates:
+                    outcome.errors[message_id] = error
+        ready = [(g, p) for g, p in ready if not p.updates]
+        written = []
+    position = 0
+    for group, p in ready:
+        mine = written[position : position + len(p.updates)]
+        position += len(p.updates)
+        try:
+            result: AuditResult | Exception = finish(p, mine, table)
+        except Exception as error:  # noqa: BLE001 - the warm mark failed: the queue retries it
+            result = error
+        for message_id, _ in group:
             if isinstance(result, Exception):
                 outcome.errors[message_id] = result
             else:

@@ -1,5 +1,7 @@
 """Pydantic models of the AWS events we consume, with the shapes AWS documents.
 
+Built on first use (defer_build), so a function's cold start builds only the model it parses.
+
 Only the fields we use are required (AWS's own EC2 sample has no `version`); everything we use
 is validated strictly, because a repository name, tag or digest ends up in a command that runs
 as root on nodes. A model that does not validate means the event is malformed or forged: it goes
@@ -47,7 +49,7 @@ def _tag(value: str) -> str:
 class _AwsEvent(EventBridgeModel):
     """The EventBridge envelope; subclasses pin `source`, `detail-type` and `detail`."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, defer_build=True)
 
     version: str = Field("0", max_length=8)
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
@@ -66,7 +68,7 @@ class _AwsEvent(EventBridgeModel):
 
 
 class EcrImageActionDetail(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, defer_build=True)
 
     action_type: Word = Field(alias="action-type")
     result: Word
@@ -100,7 +102,7 @@ InvocationStatus = Literal[
 
 
 class CommandInvocationDetail(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, defer_build=True)
 
     command_id: CommandId = Field(alias="command-id")
     document_name: DocumentName = Field(alias="document-name")
@@ -127,7 +129,7 @@ InstanceState = Literal["pending", "running", "stopping", "stopped", "shutting-d
 
 
 class InstanceStateDetail(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, defer_build=True)
 
     instance_id: Annotated[str, StringConstraints(pattern=r"^i-[0-9a-f]{8,17}$")] = Field(alias="instance-id")
     state: InstanceState

@@ -37,11 +37,17 @@ CommaList = Annotated[tuple[str, ...], BeforeValidator(_split)]
 
 
 class _Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, defer_build=True)
 
     table_name: str = Field(alias="TABLE_NAME", min_length=3, max_length=255)
+    # Powertools' own switch; template.yaml sets it from the XRayTracing parameter.
+    trace_disabled: bool = Field(True, alias="POWERTOOLS_TRACE_DISABLED")
     dead_letter_queue_url: str = Field("", alias="DEAD_LETTER_QUEUE_URL")
     history_ttl_days: int = Field(90, alias="HISTORY_TTL_DAYS", ge=1, le=3650)
+
+    @property
+    def tracing(self) -> bool:
+        return not self.trace_disabled
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Self:
@@ -55,7 +61,7 @@ class _Settings(BaseModel):
 class AgentSettings(BaseModel):
     """What every pull command passes to the node agent (both the push and the join path)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, defer_build=True)
 
     document_name: str = Field(alias="DOCUMENT_NAME", min_length=3, max_length=128)
     max_concurrency: str = Field("10%", alias="MAX_CONCURRENCY", pattern=MAX_CONCURRENCY)
@@ -73,7 +79,7 @@ class AgentSettings(BaseModel):
 class SelectionSettings(BaseModel):
     """Which clusters (and optionally node groups) get the images."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, defer_build=True)
 
     target_clusters: CommaList = Field(alias="TARGET_CLUSTERS", min_length=1)
     target_node_groups: CommaList = Field((), alias="TARGET_NODE_GROUPS")

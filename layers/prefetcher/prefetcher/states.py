@@ -64,7 +64,7 @@ def version(requested_at: datetime, command_id: str, state: NodeState) -> str:
 class AgentResult(BaseModel):
     """One result line of the node agent (see agent/prefetch.sh: the result contract)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     image: str = Field(max_length=600)
     digest: str = Field(max_length=80)

@@ -36,6 +36,7 @@ _ser = TypeSerializer()
 _de = TypeDeserializer()
 
 GSI_NODE = "gsi1"
+BATCH_STATEMENTS = 25  # BatchExecuteStatement's limit
 GSI_COVERAGE = "gsi2"
 GSI_FAILURES = "gsi3"
 
@@ -389,63 +390,152 @@ class AuditTable:
 
     # ---- node-image records (the audit path) -------------------------------------------------
 
-    def apply(self, update: NodeImageUpdate) -> bool:
-        """Write `update` unless the record already holds newer news (a later command, or a
-        later state of the same command). Returns False when the update was stale."""
+    def _node_image_write(self, update: NodeImageUpdate) -> tuple[dict[str, str], dict[str, Any], list[str]]:
+        """The key, the attributes to set and the attributes to remove for one update: the one
+        definition both write paths (UpdateItem and PartiQL batches) use."""
         image = update.image
         state = update.state
-        write = Update().set(
-            type="node-image",
-            instance_id=update.instance_id,
-            cluster=update.cluster,
-            repository=image.repository,
-            digest=image.digest,
-            tag=image.tag,
-            registry=image.registry,
-            state=str(state),
-            version=update.version,
-            command_id=update.command_id,
-            requested_at=iso(update.requested_at),
-            observed_at=iso(update.observed_at),
-            updated_at=iso(datetime.now(UTC)),
-            gsi1pk=f"NODE#{update.instance_id}",
-            gsi1sk=image_pk(image.repository, image.digest),
-            gsi2pk=coverage_pk(update.cluster, image.repository, image.digest),
-            gsi2sk=update.instance_id,
-            expires_at=self._expires(update.observed_at),
-            reason=update.reason or None,
-            started_at=iso(update.started_at) if update.started_at else None,
-        )
-        if not update.reason:
-            write.remove("reason")
+        key = {"pk": image_pk(image.repository, image.digest), "sk": f"NODE#{update.instance_id}"}
+        sets: dict[str, Any] = {
+            "type": "node-image",
+            "instance_id": update.instance_id,
+            "cluster": update.cluster,
+            "repository": image.repository,
+            "digest": image.digest,
+            "tag": image.tag,
+            "registry": image.registry,
+            "state": str(state),
+            "version": update.version,
+            "command_id": update.command_id,
+            "requested_at": iso(update.requested_at),
+            "observed_at": iso(update.observed_at),
+            "updated_at": iso(datetime.now(UTC)),
+            "gsi1pk": f"NODE#{update.instance_id}",
+            "gsi1sk": image_pk(image.repository, image.digest),
+            "gsi2pk": coverage_pk(update.cluster, image.repository, image.digest),
+            "gsi2sk": update.instance_id,
+            "expires_at": self._expires(update.observed_at),
+        }
+        removes: list[str] = []
+        if update.reason:
+            sets["reason"] = update.reason
+        else:
+            removes.append("reason")
+        if update.started_at:
+            sets["started_at"] = iso(update.started_at)
         if state.terminal:
             finished = update.finished_at or update.observed_at
-            write.set(finished_at=iso(finished), holds=state.holds_image, seconds=update.seconds, bytes=update.bytes)
-            write.remove(*[name for name in ("seconds", "bytes") if getattr(update, name) is None])
+            sets |= {"finished_at": iso(finished), "holds": state.holds_image}
+            for name in ("seconds", "bytes"):
+                value = getattr(update, name)
+                if value is None:
+                    removes.append(name)
+                else:
+                    sets[name] = value
             if state.holds_image:
-                write.set_if_missing(cached_at=iso(finished)).remove("gsi3pk", "gsi3sk")
+                removes += ["gsi3pk", "gsi3sk"]
             else:
-                write.set(
-                    gsi3pk=f"FAIL#{finished.astimezone(UTC):%Y-%m-%d}",
-                    gsi3sk=f"{iso(finished)}#{update.instance_id}#{image.repository}@{image.digest}",
-                )
+                sets["gsi3pk"] = f"FAIL#{finished.astimezone(UTC):%Y-%m-%d}"
+                sets["gsi3sk"] = f"{iso(finished)}#{update.instance_id}#{image.repository}@{image.digest}"
         else:
             # A new command (or progress of one): the previous command's outcome no longer
             # describes it; whether the node holds the image (`holds`) stays as it was.
-            write.remove("finished_at", "seconds", "bytes", "gsi3pk", "gsi3sk")
+            removes += ["finished_at", "seconds", "bytes", "gsi3pk", "gsi3sk"]
+        return key, sets, removes
+
+    def apply(self, update: NodeImageUpdate) -> bool:
+        """Write `update` unless the record already holds newer news (a later command, or a
+        later state of the same command). Returns False when the update was stale."""
+        key, sets, removes = self._node_image_write(update)
+        write = Update().set(**sets).remove(*removes)
         try:
-            self._call(
-                "update_item",
-                **write.request(
-                    {"pk": image_pk(image.repository, image.digest), "sk": f"NODE#{update.instance_id}"},
-                    write.newer_than_stored(update.version),
-                ),
-            )
+            self._call("update_item", **write.request(key, write.newer_than_stored(update.version)))
         except ClientError as error:
             if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
             raise
         return True
+
+    def apply_many(self, updates: list[NodeImageUpdate]) -> list[bool]:
+        """`apply` for many updates, 25 conditional writes a request (PartiQL batches: each
+        statement keeps its own condition and its own result). Returns, per update, whether it
+        was written (False: stale). Records that do not exist yet are inserted; anything a batch
+        statement could not do is done again by `apply`."""
+        if len(updates) <= 1:
+            return [self.apply(u) for u in updates]
+        written: list[bool | None] = [None] * len(updates)
+        # One statement per record: of two updates of one record, only the newer can win.
+        newest: dict[tuple[str, str], int] = {}
+        for index, update in enumerate(updates):
+            key, _, _ = self._node_image_write(update)
+            k = (key["pk"], key["sk"])
+            if k in newest and updates[newest[k]].version >= update.version:
+                written[index] = False
+                continue
+            if k in newest:
+                written[newest[k]] = False
+            newest[k] = index
+        todo = sorted(newest.values())
+        missing: list[int] = []
+        retry: list[int] = []
+        for start in range(0, len(todo), BATCH_STATEMENTS):
+            chunk = todo[start : start + BATCH_STATEMENTS]
+            answer = self._batch([self._update_statement(updates[i]) for i in chunk])
+            for index, response in zip(chunk, answer, strict=True):
+                error = response.get("Error")
+                if not error:
+                    written[index] = True
+                elif error.get("Code") == "ConditionalCheckFailed":
+                    if error.get("Item"):
+                        written[index] = False  # newer news is stored
+                    else:
+                        missing.append(index)  # no record yet
+                else:
+                    retry.append(index)
+        for start in range(0, len(missing), BATCH_STATEMENTS):
+            chunk = missing[start : start + BATCH_STATEMENTS]
+            answer = self._batch([self._insert_statement(updates[i]) for i in chunk])
+            for index, response in zip(chunk, answer, strict=True):
+                if response.get("Error"):
+                    retry.append(index)  # a racing write created it, or a passing error
+                else:
+                    written[index] = True
+        for index in retry:
+            written[index] = self.apply(updates[index])
+        return [bool(w) for w in written]
+
+    def _batch(self, statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            answer = self._ddb.batch_execute_statement(Statements=statements)
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ResourceNotFoundException":
+                raise TableNotFoundError(f"table {self.table_name} does not exist") from None
+            raise
+        responses: list[dict[str, Any]] = answer["Responses"]
+        return responses
+
+    def _update_statement(self, update: NodeImageUpdate) -> dict[str, Any]:
+        key, sets, removes = self._node_image_write(update)
+        clauses = " ".join(f'SET "{name}" = ?' for name in sets) + "".join(f' REMOVE "{name}"' for name in removes)
+        return {
+            "Statement": f'UPDATE "{self.table_name}" {clauses} WHERE "pk" = ? AND "sk" = ? AND "version" < ?',
+            "Parameters": [
+                *(_serialize(v) for v in sets.values()),
+                _serialize(key["pk"]),
+                _serialize(key["sk"]),
+                _serialize(update.version),
+            ],
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+    def _insert_statement(self, update: NodeImageUpdate) -> dict[str, Any]:
+        key, sets, _ = self._node_image_write(update)
+        values = {**key, **sets}
+        fields = ", ".join(f"'{name}': ?" for name in values)
+        return {
+            "Statement": f'INSERT INTO "{self.table_name}" VALUE {{{fields}}}',
+            "Parameters": [_serialize(v) for v in values.values()],
+        }
 
     # ---- node lifecycle (the join path) ------------------------------------------------------
 

@@ -1,0 +1,185 @@
+"""Query cost: each CLI question on a table holding 5,000 nodes x 20 images with history, as
+items read per item returned and median latency, beside a Scan that answers the same question."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefetcher import clients
+from prefetcher.store import AuditTable, coverage_pk, image_pk, iso, live_pk
+from prefetcher_cli import views
+
+from bench.common import save
+from bench.harness import counting, fresh_stack, local_servers, median, timed
+
+NODES = 5000
+IMAGES = 20
+SUPERSEDED_PER_IMAGE = 1  # history: each image's tag moved once; the old digest's records stay
+LEFT = 500  # history: nodes that left the cluster
+FAILED_EVERY = 50  # one node-image in 50 is currently failed
+RUNS = 5
+REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+
+def digest(*parts: object) -> str:
+    return "sha256:" + hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
+
+
+def s(value: object) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return {"N": str(value)}
+    return {"S": str(value)}
+
+
+def populate(table: str) -> dict[str, Any]:
+    """Items as the functions write them (see store.py), written with BatchWriteItem for speed."""
+    ddb = clients.client("dynamodb")
+    now = datetime.now(UTC)
+    items: list[dict[str, Any]] = []
+    cluster = "ml-prod"
+    nodes = [f"i-{n:017x}" for n in range(NODES + LEFT)]
+    for n, node in enumerate(nodes):
+        live = n < NODES
+        node_item = {"pk": f"CLUSTER#{cluster}", "sk": f"NODE#{node}", "type": "node", "cluster": cluster,
+                     "instance_id": node, "joined_at": iso(now - timedelta(days=2)), "gsi1pk": f"NODE#{node}",
+                     "gsi1sk": "#NODE", "node_state": "warm" if live else "left"}  # fmt: skip
+        if live:
+            node_item |= {"gsi2pk": live_pk(cluster), "gsi2sk": node}
+        else:
+            node_item["left_at"] = iso(now - timedelta(days=1))
+        items.append(node_item)
+    for i in range(IMAGES):
+        repo, tag = f"team/app{i}", "v1"
+        current = digest(repo, "current")
+        history = [digest(repo, "old", h) for h in range(SUPERSEDED_PER_IMAGE)]
+        items.append({"pk": f"TAG#{repo}:{tag}", "sk": "CURRENT", "type": "tag", "repository": repo, "tag": tag,
+                      "registry": REGISTRY, "digest": current, "pushed_at": iso(now)})  # fmt: skip
+        items.append({"pk": f"CLUSTER#{cluster}", "sk": f"TAG#{repo}:{tag}", "type": "cluster-image", "cluster": cluster,
+                      "repository": repo, "tag": tag, "registry": REGISTRY, "digest": current, "pushed_at": iso(now)})  # fmt: skip
+        for d in [current, *history]:
+            items.append({"pk": image_pk(repo, d), "sk": "#META", "type": "image", "repository": repo, "digest": d,
+                          "registry": REGISTRY, **({"superseded_by": current} if d != current else {})})  # fmt: skip
+            for n, node in enumerate(nodes):
+                live = n < NODES and d == current
+                failed = live and (n * IMAGES + i) % FAILED_EVERY == 0
+                record = {"pk": image_pk(repo, d), "sk": f"NODE#{node}", "type": "node-image", "instance_id": node,
+                          "cluster": cluster, "repository": repo, "digest": d, "tag": tag, "registry": REGISTRY,
+                          "state": "failed" if failed else "cached", "holds": not failed,
+                          "requested_at": iso(now - timedelta(minutes=30)), "finished_at": iso(now - timedelta(minutes=20)),
+                          "seconds": 41.5, "bytes": 1287651328, "command_id": "c", "version": "v",
+                          "gsi1pk": f"NODE#{node}", "gsi1sk": image_pk(repo, d)}  # fmt: skip
+                if failed:
+                    record |= {"reason": "ctr: 401 Unauthorized", "gsi3pk": f"FAIL#{now:%Y-%m-%d}",
+                               "gsi3sk": f"{iso(now)}#{node}#{repo}@{d}"}  # fmt: skip
+                if live:
+                    record |= {"gsi2pk": coverage_pk(cluster, repo, d), "gsi2sk": node}
+                items.append(record)
+    for start in range(0, len(items), 25):
+        request = {
+            table: [{"PutRequest": {"Item": {k: s(v) for k, v in item.items()}}} for item in items[start : start + 25]]
+        }
+        while request:
+            request = ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+    return {
+        "items": len(items),
+        "nodes": NODES,
+        "left": LEFT,
+        "images": IMAGES,
+        "superseded_per_image": SUPERSEDED_PER_IMAGE,
+    }
+
+
+def returned_items(view: dict[str, Any], question: str) -> int:
+    """Items the answer is made of."""
+    if question == "status":
+        return 1 + len(view["nodes"])  # the image and its nodes
+    if question == "node":
+        return 1 + len(view["images"])
+    if question == "coverage":
+        return sum(
+            len(c["images"]) + len(c["node_list"]) + sum(sum(i["states"].values()) for i in c["images"])
+            for c in view["clusters"]
+        )
+    return len(view["failures"])
+
+
+def scan_answer(table: str, question: str) -> int:
+    """The same question by Scan: every item read, the matching ones kept."""
+    ddb = clients.client("dynamodb")
+    filters = {
+        "status": ("begins_with(pk, :p)", {":p": {"S": image_pk("team/app7", digest("team/app7", "current"))}}),
+        "node": ("gsi1pk = :p", {":p": {"S": "NODE#i-00000000000000007"}}),
+        "coverage": ("begins_with(gsi2pk, :p)", {":p": {"S": "COVER#ml-prod#"}}),
+        "failures": ("begins_with(gsi3pk, :p)", {":p": {"S": "FAIL#"}}),
+    }
+    expression, values = filters[question]
+    kept, start = 0, None
+    while True:
+        page = ddb.scan(TableName=table, FilterExpression=expression, ExpressionAttributeValues=values,
+                        ReturnConsumedCapacity="TOTAL", **({"ExclusiveStartKey": start} if start else {}))  # fmt: skip
+        kept += page["Count"]
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return kept
+
+
+def run() -> dict[str, Any]:
+    with local_servers() as servers:
+        stack = fresh_stack(servers)
+        name = stack.output("AuditTable")
+        shape = populate(name)
+        table = AuditTable(name)
+        questions = {
+            "status": lambda: views.status(table, "team/app7:v1"),
+            "node": lambda: views.node(table, "i-00000000000000007"),
+            "coverage": lambda: views.coverage(table, "ml-prod"),
+            "failures": lambda: views.failures(table, timedelta(hours=24)),
+        }
+        details: dict[str, Any] = {"table": shape}
+        worst = 0.0
+        for question, ask in questions.items():
+            latencies, scan_latencies = [], []
+            for _ in range(RUNS):
+                with counting() as calls:
+                    elapsed, view = timed(ask)
+                latencies.append(elapsed)
+            returned = returned_items(view, question)
+            read_per_returned = calls.scanned / max(returned, 1)
+            for _ in range(2):
+                with counting() as scan_calls:
+                    elapsed, kept = timed(lambda q=question: scan_answer(name, q))
+                scan_latencies.append(elapsed)
+            details[question] = {
+                "items_returned": returned,
+                "items_read": calls.scanned,
+                "items_read_per_returned": round(read_per_returned, 3),
+                "requests": dict(calls.calls),
+                "read_capacity_units": round(calls.capacity, 1),
+                "median_seconds": round(median(latencies), 4),
+                "scan": {"items_read": scan_calls.scanned, "items_kept": kept,
+                         "items_read_per_returned": round(scan_calls.scanned / max(kept, 1), 1),
+                         "read_capacity_units": round(scan_calls.capacity, 1),
+                         "median_seconds": round(median(scan_latencies), 3)},
+            }  # fmt: skip
+            worst = max(worst, read_per_returned)
+            print(f"  {question}: {read_per_returned:.3f} read/returned, {median(latencies) * 1000:.0f} ms "
+                  f"(scan: {scan_calls.scanned / max(kept, 1):.0f} read/returned, {median(scan_latencies) * 1000:.0f} ms)",
+                  flush=True)  # fmt: skip
+    figures = {"query_items_read_per_returned": round(worst, 3)}
+    save("query_cost", figures, details)
+    return {**figures, **details}
+
+
+def main() -> int:
+    print(json.dumps(run(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
