@@ -136,7 +136,7 @@ def run() -> dict[str, Any]:
             print(f"  batches of {batch}: {len(bodies) / elapsed:.0f} events/s", flush=True)
         _, bodies = prepare(stack, nodes, "loop2")
         results["loop_seconds"].append(plain_loop(table, bodies))
-        _, bodies = prepare(stack, nodes, "moto")
+        _, bodies = prepare(stack, nodes[:1000], "moto")
         elapsed, _ = through_function(stack, bodies, 100)
         results["moto_ssm_events_per_second"] = round(len(bodies) / elapsed, 1)
         print(f"  batches of 100, SSM by moto in this process: {len(bodies) / elapsed:.0f} events/s", flush=True)
@@ -144,7 +144,7 @@ def run() -> dict[str, Any]:
     loop_rate = events / (sum(results["loop_seconds"]) / len(results["loop_seconds"]))
     figures: dict[str, Any] = {}
     details: dict[str, Any] = {"events": events, "loop_events_per_second": round(loop_rate, 1)}
-    worst_ratio, worst_requests = None, 0.0
+    worst_requests = 0.0
     for batch in (10, 100):
         r = results[f"batch_{batch}"]
         rate = events / r["seconds"]
@@ -153,9 +153,9 @@ def run() -> dict[str, Any]:
             "events_per_second": round(rate, 1), "ratio_to_loop": round(rate / loop_rate, 3),
             "dynamodb_requests_per_event": round(ddb / events, 3), "calls": r["calls"],
         }  # fmt: skip
-        worst_ratio = rate / loop_rate if worst_ratio is None else min(worst_ratio, rate / loop_rate)
         worst_requests = max(worst_requests, ddb / events)
-    figures["audit_vs_loop_ratio"] = round(worst_ratio or 0.0, 3)
+    # The figure is for the batch size template.yaml gives the audit queue (100); 10 is shown too.
+    figures["audit_vs_loop_ratio"] = details["batch_100"]["ratio_to_loop"]
     figures["audit_requests_per_event"] = round(worst_requests, 3)
     details["loop_seconds"] = [round(s, 2) for s in results["loop_seconds"]]
     details["batch_100_with_moto_ssm_events_per_second"] = results["moto_ssm_events_per_second"]

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from prefetcher_cli.local.fleet import NodeSpec, launch
+from prefetcher_cli.local.fleet import NodeSpec, launch_in_process
 
 from bench.common import save
 from bench.harness import counting, fresh_stack, local_servers, median, timed
@@ -27,11 +27,10 @@ def run() -> dict[str, Any]:
             names = ["ml-prod", "ml-batch", "ml-dev"][:cluster_count]
             for nodes in NODES:
                 stack = fresh_stack(servers, ",".join(names))
-                ec2 = stack.client("ec2")
                 for n, name in enumerate(names):
                     share = nodes // cluster_count + (1 if n < nodes % cluster_count else 0)
-                    launch(ec2, NodeSpec(name, "managed", "general"), share // 2)
-                    launch(ec2, NodeSpec(name, "karpenter", "default"), share - share // 2)
+                    launch_in_process(NodeSpec(name, "managed", "general"), share // 2)
+                    launch_in_process(NodeSpec(name, "karpenter", "default"), share - share // 2)
                 function = stack.functions["ImagePushFunction"]
                 function.invoke(
                     copy.deepcopy(load_event("ecr-push-tagged.json"))

@@ -56,6 +56,180 @@ def node_section(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def goals_section(results: dict[str, Any]) -> list[str]:
+    rows = []
+    checks = [
+        ("fanout_calls_per_push", "AWS calls per push, by node count (1 cluster)", "the same for every node count",
+         lambda v: len(set(v.values())) == 1),
+        ("fanout_calls_per_push_3_clusters", "AWS calls per push, by node count (3 clusters)", "the same for every node count",
+         lambda v: len(set(v.values())) == 1),
+        ("audit_vs_loop_ratio", "Audit ingest / plain UpdateItem loop, events per second", ">= 1.5", lambda v: v >= 1.5),
+        ("audit_requests_per_event", "DynamoDB requests per status event", "<= 1", lambda v: v <= 1),
+        ("query_items_read_per_returned", "Items read per item returned, worst CLI query", "<= 1.2", lambda v: v <= 1.2),
+        ("cold_import_ratio_max", "Handler import time / `import boto3`, worst handler", "<= 1.6", lambda v: v <= 1.6),
+        ("package_mb", "Layer and functions, unzipped (MB)", "< 15", lambda v: v < 15),
+        ("node_parallel_vs_serial_ratio", "Node agent: four images, parallel / serial", "<= 0.75", lambda v: v <= 0.75),
+        ("node_present_seconds", "Node agent: an image already present (s)", "<= 0.2", lambda v: v <= 0.2),
+        ("node_agent_vs_ctr_ratio", "Node agent / bare `ctr images pull`, one image", "<= 1.10", lambda v: v <= 1.10),
+    ]  # fmt: skip
+    for key, what, goal, met in checks:
+        if key not in results:
+            rows.append(f"| {what} (`{key}`) | not measured | {goal} | |")
+            continue
+        value = results[key]
+        shown = ", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else value
+        rows.append(f"| {what} (`{key}`) | {shown} | {goal} | {'met' if met(value) else '**not met**'} |")
+    return ["## Summary", "", "| Figure | Value | Goal | |", "|---|---|---|---|", *rows, ""]
+
+
+def fanout_section(results: dict[str, Any]) -> list[str]:
+    d = results.get("_details", {}).get("fanout")
+    if not d:
+        return []
+    seconds = d["handler_seconds_median"]
+    rows = [
+        f"| {n} | {results['fanout_calls_per_push'][n]} | {seconds['1'][n]} | "
+        f"{results['fanout_calls_per_push_3_clusters'][n]} | {seconds['3'][n]} |"
+        for n in results["fanout_calls_per_push"]
+    ]
+    ops = d["calls_by_operation"]
+    one = ops.get("1x5000", {})
+    return [
+        "## Fan-out per push",
+        "",
+        "`python -m bench.fanout`: ImagePushFunction handling a push (after a first, warm-up push),",
+        "on a simulated fleet of managed-node-group and Karpenter nodes in moto, DynamoDB Local for the",
+        f"table; median of {d['pushes_per_size']} pushes. Calls counted with botocore event hooks.",
+        "",
+        "| Nodes | Calls, 1 cluster | Handler s, 1 cluster | Calls, 3 clusters | Handler s, 3 clusters |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        "Per push to one cluster: " + ", ".join(f"{k} {v}" for k, v in sorted(one.items())) + ". No call",
+        "lists or describes nodes: SSM resolves the tag target. The handler's time includes moto",
+        "resolving the target and creating the invocations in this process, which in AWS happens in SSM.",
+        "",
+    ]
+
+
+def audit_section(results: dict[str, Any]) -> list[str]:
+    d = results.get("_details", {}).get("audit_ingest")
+    if not d:
+        return []
+    b10, b100 = d["batch_10"], d["batch_100"]
+    return [
+        "## Audit ingest",
+        "",
+        f"`python -m bench.audit_ingest`: {d['events']:,} status events (every node's InProgress, then every",
+        "node's Success, as they come) delivered in SQS batches to SsmAuditFunction, against DynamoDB Local;",
+        "beside, in the same run, a plain loop of one conditional UpdateItem per event against the same",
+        f"DynamoDB Local (before and after: {d['loop_seconds']} s).",
+        "GetCommandInvocation is answered from memory for these figures: moto's SSM runs in the",
+        "benchmark's own process and would take the CPU the function needs (in AWS it is a call to",
+        f"another service); with moto answering, batches of 100 ran at {d['batch_100_with_moto_ssm_events_per_second']} events/s.",
+        "",
+        "| Delivery | Events/s | / plain loop | DynamoDB requests per event |",
+        "|---|---|---|---|",
+        f"| plain loop, one UpdateItem per event | {d['loop_events_per_second']} | 1.0 | 1.0 |",
+        f"| SQS batches of 10 | {b10['events_per_second']} | {b10['ratio_to_loop']} | {b10['dynamodb_requests_per_event']} |",
+        f"| SQS batches of 100 (template.yaml's setting) | {b100['events_per_second']} | {b100['ratio_to_loop']} | {b100['dynamodb_requests_per_event']} |",
+        "",
+        "How: one update per invocation and batch (its newest status), the invocations' results read",
+        "in parallel, and the writes sent as PartiQL batches of 25 conditional statements (each with",
+        "its own condition and result; new records inserted), the batches of a call in parallel.",
+        "",
+        "Why the 1.5x goal is not met here: DynamoDB Local writes items one after another (it is",
+        "SQLite underneath) at about 500 to 650 items a second on this machine, and both the loop and",
+        "the function write every event's item; the function's batches remove the per-request",
+        "overhead (HTTP, signing, serialising: a profile of a run of batches of 100 shows the process",
+        "waiting on DynamoDB Local for most of its time) but cannot make DynamoDB Local write an item",
+        "faster. In DynamoDB, where a request costs a network round trip and writes to different",
+        "partitions proceed in parallel, 25 writes a request with several requests in flight is what",
+        "turns that round trip into the bottleneck it is not here.",
+        "",
+    ]
+
+
+def query_section(results: dict[str, Any]) -> list[str]:
+    d = results.get("_details", {}).get("query_cost")
+    if not d:
+        return []
+    t = d["table"]
+    rows = []
+    for question in ("status", "node", "coverage", "failures"):
+        q = d[question]
+        rows.append(
+            f"| `{question}` | {q['items_returned']:,} | {q['items_read']:,} | {q['items_read_per_returned']} | "
+            f"{q['median_seconds']} | {q['scan']['items_read']:,} | {q['scan']['items_read_per_returned']} | {q['scan']['median_seconds']} |"
+        )
+    return [
+        "## Query cost",
+        "",
+        f"`python -m bench.query_cost`: a table with {t['nodes']:,} live nodes x {t['images']} images, plus history",
+        f"({t['superseded_per_image']} superseded digest for {t['images_with_history']} of the images, with its nodes' records; {t['left']} nodes that left),",
+        f"{t['items']:,} items. Items read: DynamoDB's ScannedCount (plus GetItem hits); items returned: what",
+        "the CLI's answer is made of. Beside each, a Scan (with a filter) that answers the same question.",
+        "",
+        "| Question | Items returned | Items read | Read / returned | Median s | Scan: items read | Scan: read / returned | Scan: median s |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def cold_section(results: dict[str, Any]) -> list[str]:
+    d = results.get("_details", {}).get("cold_start")
+    if not d:
+        return []
+    profile = ", ".join(f"{k} {v}" for k, v in d["profile_node_join_ms_by_package"].items())
+    return [
+        "## Cold start",
+        "",
+        "`python -m bench.cold_start`: `python -X importtime` of each handler module in a fresh interpreter,",
+        f"median of {d['runs']} runs, interleaved with `import boto3` alone ({d['boto3_ms']} ms median). Importing a",
+        "handler runs its module code as Lambda's init does (settings validated, init-time clients made).",
+        "",
+        "| Handler | Import ms | / `import boto3` | With XRayTracing=Active |",
+        "|---|---|---|---|",
+        *[
+            f"| {h} | {d['handler_ms'][h]} | {d['ratios'][h]} | {d['ratios_with_xray_tracing'][h]} |"
+            for h in d["ratios"]
+        ],
+        "",
+        f"Where node_join's import time goes (self time by package, ms): {profile}.",
+        "",
+        "Why the 1.6 goal is not met: over `import boto3`, a handler pays for pydantic (the event and",
+        "settings models the design asks for: pydantic and pydantic-core, some 50 ms with the models",
+        "built on first use), Powertools (logger, metrics, batch and idempotency utilities, 30 to 40 ms,",
+        "of which asyncio and multiprocessing imports), its own module code (`app`: validating its",
+        "settings and, for the push and join functions, creating the DynamoDB client for idempotency",
+        "records, which loads botocore's service model; work the first call would do anyway), and our",
+        "modules (their pydantic class definitions). Two things were cut: Powertools' Tracer loads the",
+        "X-Ray SDK, whose recorder builds a botocore client as it loads, even with tracing disabled,",
+        "so the Tracer is now made only with `XRayTracing=Active` (the last column); and every model is",
+        "built on first use, so a function builds only its own.",
+        "",
+    ]
+
+
+def size_section(results: dict[str, Any]) -> list[str]:
+    d = results.get("_details", {}).get("package_size")
+    if not d:
+        return []
+    return [
+        "## Package size",
+        "",
+        "`python -m bench.package_size`: `sam build` (no Docker), unzipped sizes.",
+        "",
+        *[f"- {name}: {mb} MB" for name, mb in d["parts_mb"].items()],
+        f"- largest parts of the layer: {', '.join(f'{k} {v} MB' for k, v in d['layer_biggest_mb'].items())}",
+        "",
+        "boto3 and botocore are not shipped (the python3.13 runtime provides them); the layer's",
+        "requirements are installed without dependencies, each one listed and pinned.",
+        "",
+    ]
+
+
 def main() -> int:
     results = json.loads(RESULTS.read_text())
     machine = results.get("_machine", {})
@@ -68,8 +242,18 @@ def main() -> int:
         "",
         f"Last run: {machine.get('date', '?')}, commit {machine.get('commit', '?')}, {machine.get('cpus', '?')} CPUs "
         f"({machine.get('cpu', '?')}), Python {machine.get('python', '?')}, Linux {machine.get('kernel', '?')}.",
+        "Every figure below comes from that one run; the local stack (DynamoDB Local, moto) runs on the",
+        "same two cores as what is measured.",
         "",
+        *goals_section(results),
+        *fanout_section(results),
+        *audit_section(results),
+        *query_section(results),
+        *cold_section(results),
+        *size_section(results),
         *node_section(results),
+        "Scale on paper (20 clusters x 5,000 nodes x 50 pushes a day): [scale.md](scale.md).",
+        "",
     ]
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC.relative_to(ROOT)}")

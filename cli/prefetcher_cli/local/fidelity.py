@@ -219,9 +219,13 @@ def set_invocation(
 ) -> None:
     """Record what a simulated agent reports, as GetCommandInvocation will show it."""
     command = _backend(account, region).get_command_by_id(command_id)
-    for invocation in command.invocations:
-        if invocation["InstanceId"] != instance_id:
-            continue
+    index = getattr(command, "_prefetcher_index", None)
+    if index is None or len(index) != len(command.invocations):
+        index = {i["InstanceId"]: i for i in command.invocations}
+        command._prefetcher_index = index
+    invocation = index.get(instance_id)
+    if invocation is not None:
+        before = invocation["Status"]
         invocation.update(
             Status=status,
             StatusDetails=details or status,
@@ -232,12 +236,12 @@ def set_invocation(
             ExecutionStartDateTime=_iso(started_at) if started_at else "",
             ExecutionEndDateTime=_iso(finished_at) if finished_at else "",
         )
-        statuses = {i["Status"] for i in command.invocations}
         done = {"Success", "Failed", "TimedOut", "Cancelled"}
-        command.completed_count = sum(1 for i in command.invocations if i["Status"] in done)
-        command.error_count = sum(1 for i in command.invocations if i["Status"] in done - {"Success"})
-        if statuses <= done:
-            command.status = "Success" if statuses == {"Success"} else "Failed"
+        if invocation["Status"] in done and before not in done:
+            command.completed_count += 1
+            command.error_count += invocation["Status"] != "Success"
+        if command.completed_count >= len(command.invocations):
+            command.status = "Success" if command.error_count == 0 else "Failed"
         else:
             command.status = "InProgress"
         command.status_details = command.status

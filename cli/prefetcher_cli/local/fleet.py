@@ -64,3 +64,19 @@ DEMO_FLEET = (
     (NodeSpec("ml-batch", "karpenter", "batch"), 1),
     (NodeSpec("web", "managed", "frontend"), 1),  # a cluster the rules do not target
 )
+
+
+def launch_in_process(
+    spec: NodeSpec, count: int, account: str = "123456789012", region: str = "us-east-1"
+) -> list[str]:
+    """`launch`, straight into the in-process moto backend (four times faster than through its
+    API, for the benchmarks' fleets of thousands); the instances are the same."""
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[account][region]
+    image = next(iter(backend.amis.values())).id
+    reservation = backend.run_instances(
+        image, count, None, [], instance_type="m7g.xlarge", is_instance_type_default=False, region_name=region,
+        tags={"instance": node_tags(spec)},
+    )  # fmt: skip
+    return [instance.id for instance in reservation.instances]

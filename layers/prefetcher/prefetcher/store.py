@@ -18,7 +18,8 @@ History items carry `expires_at` (TTL); the catalog does not expire.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -478,9 +479,8 @@ class AuditTable:
         todo = sorted(newest.values())
         missing: list[int] = []
         retry: list[int] = []
-        for start in range(0, len(todo), BATCH_STATEMENTS):
-            chunk = todo[start : start + BATCH_STATEMENTS]
-            answer = self._batch([self._update_statement(updates[i]) for i in chunk])
+        # The batches of a call go out together: each is a round trip, and they do not overlap.
+        for chunk, answer in self._batches(todo, self._update_statement, updates):
             for index, response in zip(chunk, answer, strict=True):
                 error = response.get("Error")
                 if not error:
@@ -492,9 +492,7 @@ class AuditTable:
                         missing.append(index)  # no record yet
                 else:
                     retry.append(index)
-        for start in range(0, len(missing), BATCH_STATEMENTS):
-            chunk = missing[start : start + BATCH_STATEMENTS]
-            answer = self._batch([self._insert_statement(updates[i]) for i in chunk])
+        for chunk, answer in self._batches(missing, self._insert_statement, updates):
             for index, response in zip(chunk, answer, strict=True):
                 if response.get("Error"):
                     retry.append(index)  # a racing write created it, or a passing error
@@ -503,6 +501,16 @@ class AuditTable:
         for index in retry:
             written[index] = self.apply(updates[index])
         return [bool(w) for w in written]
+
+    def _batches(
+        self, indexes: list[int], statement: Callable[[NodeImageUpdate], dict[str, Any]], updates: list[NodeImageUpdate]
+    ) -> list[tuple[list[int], list[dict[str, Any]]]]:
+        chunks = [indexes[start : start + BATCH_STATEMENTS] for start in range(0, len(indexes), BATCH_STATEMENTS)]
+        if len(chunks) <= 1:
+            return [(chunk, self._batch([statement(updates[i]) for i in chunk])) for chunk in chunks]
+        with ThreadPoolExecutor(max_workers=min(len(chunks), 8)) as pool:
+            answers = list(pool.map(lambda chunk: self._batch([statement(updates[i]) for i in chunk]), chunks))
+        return list(zip(chunks, answers, strict=True))
 
     def _batch(self, statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
