@@ -22,6 +22,7 @@ ENV = {
     "TABLE_NAME": "audit-table", "DOCUMENT_NAME": "prefetch-document", "TARGET_CLUSTERS": "ml-prod",
     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
     "POWERTOOLS_SERVICE_NAME": "bench", "POWERTOOLS_METRICS_NAMESPACE": "Bench",
+    "PYDANTIC_DISABLE_PLUGINS": "__all__",  # as template.yaml's Globals set it
 }  # fmt: skip
 # As on Lambda with the XRayTracing parameter at Active (the SDK is loaded and the Tracer made).
 TRACING = {"POWERTOOLS_TRACE_DISABLED": "false", "LAMBDA_TASK_ROOT": "/var/task", "AWS_LAMBDA_FUNCTION_NAME": "bench"}

@@ -460,8 +460,13 @@ class AuditTable:
     def apply_many(self, updates: list[NodeImageUpdate]) -> list[bool]:
         """`apply` for many updates, 25 conditional writes a request (PartiQL batches: each
         statement keeps its own condition and its own result). Returns, per update, whether it
-        was written (False: stale). Records that do not exist yet are inserted; anything a batch
-        statement could not do is done again by `apply`."""
+        was written (False: stale).
+
+        PartiQL has no upsert: `UPDATE` needs the record to exist, `INSERT` needs it not to. An
+        invocation's first news (requested, in progress) usually finds no record, its end finds
+        the one its first news made; so the first is tried as an `INSERT`, the end as an `UPDATE`,
+        and a statement that meets the other case is sent again as the other kind. Whatever a
+        batch statement could not decide is done by `apply`."""
         if len(updates) <= 1:
             return [self.apply(u) for u in updates]
         written: list[bool | None] = [None] * len(updates)
@@ -476,40 +481,44 @@ class AuditTable:
             if k in newest:
                 written[newest[k]] = False
             newest[k] = index
-        todo = sorted(newest.values())
-        missing: list[int] = []
+        todo = {index: updates[index].state.rank < 2 for index in sorted(newest.values())}  # index -> insert?
         retry: list[int] = []
-        # The batches of a call go out together: each is a round trip, and they do not overlap.
-        for chunk, answer in self._batches(todo, self._update_statement, updates):
-            for index, response in zip(chunk, answer, strict=True):
-                error = response.get("Error")
-                if not error:
-                    written[index] = True
-                elif error.get("Code") == "ConditionalCheckFailed":
-                    if error.get("Item"):
-                        written[index] = False  # newer news is stored
+        for last_try in (False, True):
+            again: dict[int, bool] = {}
+            # The batches of a call go out together: each is a round trip, and they do not overlap.
+            statements = {i: self._statement(updates[i], insert=insert) for i, insert in todo.items()}
+            for chunk, answer in self._batches(list(todo), statements.__getitem__):
+                for index, response in zip(chunk, answer, strict=True):
+                    error = response.get("Error")
+                    if not error:
+                        written[index] = True
+                    elif todo[index] and error.get("Code") == "DuplicateItem":
+                        again[index] = False  # the record exists: update it
+                    elif not todo[index] and error.get("Code") == "ConditionalCheckFailed":
+                        stored = error.get("Item")
+                        if not stored:
+                            again[index] = True  # no record yet: insert it
+                        elif stored.get("version", {}).get("S", "") >= updates[index].version:
+                            written[index] = False  # newer news is stored
+                        else:
+                            retry.append(index)  # a record without a version: `apply` admits it
                     else:
-                        missing.append(index)  # no record yet
-                else:
-                    retry.append(index)
-        for chunk, answer in self._batches(missing, self._insert_statement, updates):
-            for index, response in zip(chunk, answer, strict=True):
-                if response.get("Error"):
-                    retry.append(index)  # a racing write created it, or a passing error
-                else:
-                    written[index] = True
+                        retry.append(index)
+            if last_try:
+                retry += again  # a racing write changed the record between the two statements
+            todo = again
         for index in retry:
             written[index] = self.apply(updates[index])
         return [bool(w) for w in written]
 
     def _batches(
-        self, indexes: list[int], statement: Callable[[NodeImageUpdate], dict[str, Any]], updates: list[NodeImageUpdate]
+        self, indexes: list[int], statement: Callable[[int], dict[str, Any]]
     ) -> list[tuple[list[int], list[dict[str, Any]]]]:
         chunks = [indexes[start : start + BATCH_STATEMENTS] for start in range(0, len(indexes), BATCH_STATEMENTS)]
         if len(chunks) <= 1:
-            return [(chunk, self._batch([statement(updates[i]) for i in chunk])) for chunk in chunks]
+            return [(chunk, self._batch([statement(i) for i in chunk])) for chunk in chunks]
         with ThreadPoolExecutor(max_workers=min(len(chunks), 8)) as pool:
-            answers = list(pool.map(lambda chunk: self._batch([statement(updates[i]) for i in chunk]), chunks))
+            answers = list(pool.map(lambda chunk: self._batch([statement(i) for i in chunk]), chunks))
         return list(zip(chunks, answers, strict=True))
 
     def _batch(self, statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -521,6 +530,9 @@ class AuditTable:
             raise
         responses: list[dict[str, Any]] = answer["Responses"]
         return responses
+
+    def _statement(self, update: NodeImageUpdate, *, insert: bool) -> dict[str, Any]:
+        return self._insert_statement(update) if insert else self._update_statement(update)
 
     def _update_statement(self, update: NodeImageUpdate) -> dict[str, Any]:
         key, sets, removes = self._node_image_write(update)

@@ -1,0 +1,83 @@
+"""AuditTable.apply_many, the audit path's batched writes, against DynamoDB Local: per record it
+must decide exactly as one conditional UpdateItem (`apply`) would, in fewer requests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from prefetcher import clients
+from prefetcher.refs import ImageRef
+from prefetcher.states import NodeImageUpdate, NodeState
+from prefetcher.store import AuditTable, image_pk
+
+from tests.helpers import CallCounter
+
+IMAGE = ImageRef("123456789012.dkr.ecr.us-east-1.amazonaws.com", "ml/trainer", "sha256:" + "ab" * 32, "v1")
+T0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+OLD_COMMAND = "11111111-1111-4111-8111-111111111111"
+NEW_COMMAND = "22222222-2222-4222-8222-222222222222"
+
+
+def update(node: int, state: NodeState, command: str = OLD_COMMAND, requested: datetime = T0) -> NodeImageUpdate:
+    return NodeImageUpdate(
+        image=IMAGE,
+        instance_id=f"i-{node:017x}",
+        cluster="ml-prod",
+        command_id=command,
+        requested_at=requested,
+        state=state,
+        observed_at=requested + timedelta(seconds=5),
+        finished_at=requested + timedelta(seconds=5) if state.rank == 2 else None,
+    )
+
+
+def states(table: AuditTable) -> dict[str, str]:
+    _, nodes = table.image(IMAGE.repository, IMAGE.digest)
+    return {n["instance_id"]: n["state"] for n in nodes}
+
+
+def test_batched_writes_decide_per_record_as_single_conditional_writes_do(stack):
+    table = AuditTable(stack.output("AuditTable"))
+    # 40 nodes, so that the writes span two statement batches (25 each) sent side by side.
+    first = [update(n, NodeState.IN_PROGRESS) for n in range(40)]
+    # Within one call, two updates of one record: only the newer is written.
+    first += [update(0, NodeState.REQUESTED), update(1, NodeState.CACHED)]
+    with CallCounter() as counter:
+        written = table.apply_many(first)
+    assert written == [True] + [False] + [True] * 38 + [False, True]
+    # In progress: inserted at once; Success of a record not yet there: an update, then an insert.
+    assert counter.count("dynamodb.BatchExecuteStatement") == 3
+    assert counter.count("dynamodb.UpdateItem") == 0
+    after_first = states(table)
+    assert len(after_first) == 40
+    assert after_first["i-00000000000000000"] == "in-progress"
+    assert after_first["i-00000000000000001"] == "cached"
+
+    # A record written by something that sets no version: `apply` admits any update there.
+    ddb = clients.client("dynamodb")
+    ddb.put_item(
+        TableName=table.table_name,
+        Item={"pk": {"S": image_pk(IMAGE.repository, IMAGE.digest)}, "sk": {"S": "NODE#i-000000000000000ff"},
+              "instance_id": {"S": "i-000000000000000ff"}, "state": {"S": "requested"}},
+    )  # fmt: skip
+    second = [update(n, NodeState.CACHED) for n in range(2, 12)]  # forward: written
+    second += [update(1, NodeState.IN_PROGRESS)]  # late InProgress after Success: stale
+    second += [update(n, NodeState.IN_PROGRESS) for n in range(12, 20)]  # duplicates: stale
+    newer, older = T0 + timedelta(hours=1), T0 - timedelta(hours=1)
+    second += [update(n, NodeState.REQUESTED, NEW_COMMAND, newer) for n in range(20, 25)]  # a newer command
+    second += [update(0xFF, NodeState.FAILED)]  # the record without a version
+    second += [update(n, NodeState.REQUESTED, NEW_COMMAND, older) for n in range(25, 27)]  # an older one
+    with CallCounter() as counter:
+        written = table.apply_many(second)
+    assert written == [True] * 10 + [False] + [False] * 8 + [True] * 5 + [True] + [False] * 2
+    # Ends as updates; requested and in progress as inserts, which meet records, then as updates.
+    assert counter.count("dynamodb.BatchExecuteStatement") == 3
+    assert counter.count("dynamodb.UpdateItem") == 1  # the record without a version, by `apply`
+
+    final = states(table)
+    assert {final[f"i-{n:017x}"] for n in range(2, 12)} == {"cached"}
+    assert final["i-00000000000000001"] == "cached"
+    assert {final[f"i-{n:017x}"] for n in range(12, 20)} == {"in-progress"}
+    assert {final[f"i-{n:017x}"] for n in range(20, 25)} == {"requested"}
+    assert final["i-000000000000000ff"] == "failed"
+    assert {final[f"i-{n:017x}"] for n in range(25, 27)} == {"in-progress"}
