@@ -21,7 +21,7 @@ from prefetcher.store import AuditTable, CommandRecord
 from prefetcher_cli.local import fidelity
 from prefetcher_cli.local.runtime import sqs_event
 
-from bench.common import save
+from bench.common import main_of, save
 from bench.harness import counting, fresh_stack, local_servers, timed
 from tests.helpers import moto_commands
 
@@ -163,9 +163,7 @@ def run() -> dict[str, Any]:
     return {**figures, **details}
 
 
-def main() -> int:
-    print(json.dumps(run(), indent=2))
-    return 0
+main = main_of(run)
 
 
 if __name__ == "__main__":

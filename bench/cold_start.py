@@ -5,7 +5,6 @@ validated, clients that are made at init made."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -13,7 +12,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from bench.common import ROOT, save
+from bench.common import ROOT, main_of, save
 from bench.harness import median
 
 RUNS = 7
@@ -81,9 +80,7 @@ def run() -> dict[str, Any]:
     return {**figures, **details}
 
 
-def main() -> int:
-    print(json.dumps(run(), indent=2))
-    return 0
+main = main_of(run)
 
 
 if __name__ == "__main__":

@@ -56,3 +56,13 @@ def save(section: str, figures: dict[str, Any], details: dict[str, Any]) -> None
     current.setdefault("_details", {})[section] = details
     current["_machine"] = machine()
     RESULTS.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+
+
+def main_of(run: Callable[[], dict[str, Any]]) -> Callable[[], int]:
+    """A benchmark's `main`: run it and print what it measured."""
+
+    def main() -> int:
+        print(json.dumps(run(), indent=2))
+        return 0
+
+    return main

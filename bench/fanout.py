@@ -4,13 +4,12 @@ The goal: calls that do not depend on the number of nodes."""
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from typing import Any
 
 from prefetcher_cli.local.fleet import NodeSpec, launch_in_process
 
-from bench.common import save
+from bench.common import main_of, save
 from bench.harness import counting, fresh_stack, local_servers, median, timed
 from tests.helpers import load_event
 
@@ -59,9 +58,7 @@ def run() -> dict[str, Any]:
     return {**figures, **details}
 
 
-def main() -> int:
-    print(json.dumps(run(), indent=2))
-    return 0
+main = main_of(run)
 
 
 if __name__ == "__main__":

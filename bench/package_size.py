@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, save
+from bench.common import ROOT, main_of, save
 
 SAM = ROOT / ".venv-sam" / "bin" / "sam"
 
@@ -44,9 +43,7 @@ def run() -> dict[str, Any]:
     return {**figures, **details}
 
 
-def main() -> int:
-    print(json.dumps(run(), indent=2))
-    return 0
+main = main_of(run)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ items read per item returned and median latency, beside a Scan that answers the 
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +12,7 @@ from prefetcher import clients
 from prefetcher.store import AuditTable, coverage_pk, image_pk, iso, live_pk
 from prefetcher_cli import views
 
-from bench.common import save
+from bench.common import main_of, save
 from bench.harness import counting, fresh_stack, local_servers, median, timed
 
 NODES = 5000
@@ -177,9 +176,7 @@ def run() -> dict[str, Any]:
     return {**figures, **details}
 
 
-def main() -> int:
-    print(json.dumps(run(), indent=2))
-    return 0
+main = main_of(run)
 
 
 if __name__ == "__main__":

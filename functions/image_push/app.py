@@ -9,31 +9,20 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from prefetcher import clients, push
+from prefetcher import push
 from prefetcher.edge import Rejected, parse_or_quarantine
 from prefetcher.events import EcrImageActionEvent
 from prefetcher.observability import traced
 from prefetcher.settings import ImagePushSettings
-from prefetcher.store import AuditTable
+from prefetcher.store import AuditTable, idempotency_records
 
 SETTINGS = ImagePushSettings.from_environ(os.environ)
 logger = Logger()
 metrics = Metrics()
 TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.history_ttl_days))
-PERSISTENCE = DynamoDBPersistenceLayer(
-    table_name=SETTINGS.table_name,
-    key_attr="pk",
-    sort_key_attr="sk",
-    static_pk_value="idempotency#ImagePushFunction",
-    expiry_attr="expires_at",
-    boto3_client=clients.client("dynamodb"),
-)
+PERSISTENCE = idempotency_records(SETTINGS.table_name, "ImagePushFunction")
 
 EVENT_ONCE = IdempotencyConfig(event_key_jmespath="id", raise_on_no_idempotency_key=True, expires_after_seconds=86_400)
 

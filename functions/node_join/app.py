@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from prefetcher import clients, deadletter, join
 from prefetcher.edge import Rejected, parse_or_quarantine
@@ -22,7 +22,7 @@ from prefetcher.events import InstanceStateEvent
 from prefetcher.fleet import Membership
 from prefetcher.observability import traced
 from prefetcher.settings import JoinSettings
-from prefetcher.store import AuditTable
+from prefetcher.store import AuditTable, idempotency_records
 
 SETTINGS = JoinSettings.from_environ(os.environ)
 logger = Logger()
@@ -30,14 +30,7 @@ metrics = Metrics()
 TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.history_ttl_days))
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 ONCE = IdempotencyConfig(event_key_jmespath="id", raise_on_no_idempotency_key=True, expires_after_seconds=86_400)
-PERSISTENCE = DynamoDBPersistenceLayer(
-    table_name=SETTINGS.table_name,
-    key_attr="pk",
-    sort_key_attr="sk",
-    static_pk_value="idempotency#NodeJoinFunction",
-    expiry_attr="expires_at",
-    boto3_client=clients.client("dynamodb"),
-)
+PERSISTENCE = idempotency_records(SETTINGS.table_name, "NodeJoinFunction")
 _batch: dict[str, Membership | None] = {}
 _actions: Counter[str] = Counter()
 

@@ -101,9 +101,9 @@ class SelectionSettings(BaseModel):
         return tuple(dict.fromkeys(value))
 
 
-class ImagePushSettings(_Settings):
-    repository_patterns: CommaList = Field(("*",), alias="REPOSITORY_PATTERNS", min_length=1)
-    tag_patterns: CommaList = Field(("*",), alias="TAG_PATTERNS", min_length=1)
+class _PullSettings(_Settings):
+    """The settings of a function that sends pull commands: to whom, and with what."""
+
     selection: SelectionSettings
     agent: AgentSettings
 
@@ -116,13 +116,16 @@ class ImagePushSettings(_Settings):
         return data
 
 
+class ImagePushSettings(_PullSettings):
+    repository_patterns: CommaList = Field(("*",), alias="REPOSITORY_PATTERNS", min_length=1)
+    tag_patterns: CommaList = Field(("*",), alias="TAG_PATTERNS", min_length=1)
+
+
 class AuditSettings(_Settings):
     document_name: str = Field(alias="DOCUMENT_NAME", min_length=3, max_length=128)
 
 
-class JoinSettings(_Settings):
-    selection: SelectionSettings
-    agent: AgentSettings
+class JoinSettings(_PullSettings):
     join_queue_url: str = Field("", alias="JOIN_QUEUE_URL")
     # Receives of one join event before the node counts as undeliverable: the queue's
     # maxReceiveCount (a template test checks they agree).
@@ -141,10 +144,3 @@ class JoinSettings(_Settings):
         """Seconds before try `attempt + 1`, after try `attempt` (1-based) failed."""
         delays = [int(part) for part in self.join_retry_delays]
         return delays[min(attempt, len(delays)) - 1]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _nest(cls, data: object) -> object:
-        if isinstance(data, dict):
-            return {**data, "selection": data.get("selection", data), "agent": data.get("agent", data)}
-        return data

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError, EndpointConnectionError
@@ -32,6 +32,9 @@ from prefetcher import clients
 from prefetcher.errors import EndpointUnreachableError, TableNotFoundError
 from prefetcher.refs import ImageRef
 from prefetcher.states import NodeImageUpdate
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -150,6 +153,21 @@ def image_pk(repository: str, digest: str) -> str:
 
 def live_pk(cluster: str) -> str:
     return f"LIVE#{cluster}"
+
+
+def idempotency_records(table_name: str, function: str) -> DynamoDBPersistenceLayer:
+    """Where Powertools keeps a function's idempotency records: in the audit table, under
+    `idempotency#<function>`, expiring by the table's TTL attribute."""
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    return DynamoDBPersistenceLayer(
+        table_name=table_name,
+        key_attr="pk",
+        sort_key_attr="sk",
+        static_pk_value=f"idempotency#{function}",
+        expiry_attr="expires_at",
+        boto3_client=clients.client("dynamodb"),
+    )
 
 
 def coverage_pk(cluster: str, repository: str, digest: str) -> str:
