@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
 import uuid
 from collections import Counter
@@ -24,24 +25,27 @@ class Calls:
         self.scanned = 0
         self.returned = 0
         self.capacity = 0.0
+        self._lock = threading.Lock()  # the audit path and the benchmarks call from threads
 
     def attach(self, _service: str, client: Any) -> None:
         client.meta.events.register("before-parameter-build", self._count)
         client.meta.events.register("after-call.dynamodb", self._read)
 
     def _count(self, event_name: str, params: dict[str, Any], **_: Any) -> None:
-        self.calls[".".join(event_name.split(".")[1:])] += 1
+        with self._lock:
+            self.calls[".".join(event_name.split(".")[1:])] += 1
         if event_name.endswith(("Query", "Scan", "GetItem")):
             params.setdefault("ReturnConsumedCapacity", "TOTAL")
 
     def _read(self, parsed: dict[str, Any], model: Any, **_: Any) -> None:
-        if model.name in ("Query", "Scan"):
-            self.scanned += int(parsed.get("ScannedCount", 0))
-            self.returned += int(parsed.get("Count", 0))
-        elif model.name == "GetItem":
-            self.scanned += 1 if "Item" in parsed else 0
-            self.returned += 1 if "Item" in parsed else 0
-        self.capacity += float(parsed.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0))
+        with self._lock:
+            if model.name in ("Query", "Scan"):
+                self.scanned += int(parsed.get("ScannedCount", 0))
+                self.returned += int(parsed.get("Count", 0))
+            elif model.name == "GetItem":
+                self.scanned += 1 if "Item" in parsed else 0
+                self.returned += 1 if "Item" in parsed else 0
+            self.capacity += float(parsed.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0))
 
     def total(self, prefix: str = "") -> int:
         return sum(count for name, count in self.calls.items() if name.startswith(prefix))

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +25,7 @@ HISTORY_IMAGES = 5  # old digests' records stay (in the image partitions, not in
 LEFT = 500  # history: nodes that left the cluster
 FAILED_EVERY = 50  # one node-image in 50 is currently failed
 RUNS = 3
+SCAN_SEGMENTS = 4
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 
 
@@ -80,18 +84,23 @@ def populate(table: str) -> dict[str, Any]:
                 if live:
                     record |= {"gsi2pk": coverage_pk(cluster, repo, d), "gsi2sk": node}
                 items.append(record)
-    for start in range(0, len(items), 25):
+
+    def write(start: int) -> None:
         request = {
             table: [{"PutRequest": {"Item": {k: s(v) for k, v in item.items()}}} for item in items[start : start + 25]]
         }
         while request:
             request = ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(write, range(0, len(items), 25)))
     return {
         "items": len(items),
         "nodes": NODES,
         "left": LEFT,
         "images": IMAGES,
         "superseded_per_image": SUPERSEDED_PER_IMAGE,
+        "images_with_history": HISTORY_IMAGES,
     }
 
 
@@ -109,24 +118,42 @@ def returned_items(view: dict[str, Any], question: str) -> int:
     return len(view["failures"])
 
 
-def scan_answer(table: str, question: str) -> int:
-    """The same question by Scan: every item read, the matching ones kept."""
+# The same questions as Scan filters (on the attributes the CLI's queries use as keys).
+SCAN_FILTERS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "status": lambda item: item["pk"]["S"] == image_pk("team/app7", digest("team/app7", "current")),
+    "node": lambda item: item.get("gsi1pk", {}).get("S") == "NODE#i-00000000000000007",
+    "coverage": lambda item: (
+        item.get("gsi2pk", {}).get("S", "").startswith(("COVER#ml-prod#", "LIVE#ml-prod"))
+        or (item["pk"]["S"] == "CLUSTER#ml-prod" and item["sk"]["S"].startswith("TAG#"))
+    ),
+    "failures": lambda item: item.get("gsi3pk", {}).get("S", "").startswith("FAIL#"),
+}
+
+
+def scan_answers(table: str) -> dict[str, int]:
+    """Every question by Scan, items kept per question. A Scan reads every item of the table
+    whatever its FilterExpression (the filter is applied after the read, and billed as read), so
+    one pass stands for the Scan of each question: the same items read, the same capacity; the
+    filters are applied to its pages here instead of in DynamoDB."""
     ddb = clients.client("dynamodb")
-    filters = {
-        "status": ("begins_with(pk, :p)", {":p": {"S": image_pk("team/app7", digest("team/app7", "current"))}}),
-        "node": ("gsi1pk = :p", {":p": {"S": "NODE#i-00000000000000007"}}),
-        "coverage": ("begins_with(gsi2pk, :p)", {":p": {"S": "COVER#ml-prod#"}}),
-        "failures": ("begins_with(gsi3pk, :p)", {":p": {"S": "FAIL#"}}),
-    }
-    expression, values = filters[question]
-    kept, start = 0, None
-    while True:
-        page = ddb.scan(TableName=table, FilterExpression=expression, ExpressionAttributeValues=values,
-                        ReturnConsumedCapacity="TOTAL", **({"ExclusiveStartKey": start} if start else {}))  # fmt: skip
-        kept += page["Count"]
-        start = page.get("LastEvaluatedKey")
-        if not start:
-            return kept
+
+    def segment(number: int) -> Counter[str]:
+        kept: Counter[str] = Counter()
+        start = None
+        while True:
+            page = ddb.scan(TableName=table, ReturnConsumedCapacity="TOTAL", Segment=number, TotalSegments=SCAN_SEGMENTS,
+                            ProjectionExpression="pk, sk, gsi1pk, gsi2pk, gsi3pk",
+                            **({"ExclusiveStartKey": start} if start else {}))  # fmt: skip
+            for item in page["Items"]:
+                kept.update(question for question, keep in SCAN_FILTERS.items() if keep(item))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return kept
+
+    # A parallel Scan (segments side by side), as one would run it to answer faster.
+    with ThreadPoolExecutor(max_workers=SCAN_SEGMENTS) as pool:
+        total = sum(pool.map(segment, range(SCAN_SEGMENTS)), Counter())
+    return {question: total[question] for question in SCAN_FILTERS}
 
 
 def run() -> dict[str, Any]:
@@ -141,20 +168,19 @@ def run() -> dict[str, Any]:
             "coverage": lambda: views.coverage(table, "ml-prod"),
             "failures": lambda: views.failures(table, timedelta(hours=24)),
         }
-        details: dict[str, Any] = {"table": shape}
+        details: dict[str, Any] = {"table": shape, "runs": RUNS}
+        with counting() as scan_calls:
+            scan_seconds, scan_kept = timed(lambda: scan_answers(name))
         worst = 0.0
         for question, ask in questions.items():
-            latencies, scan_latencies = [], []
+            latencies = []
             for _ in range(RUNS):
                 with counting() as calls:
                     elapsed, view = timed(ask)
                 latencies.append(elapsed)
             returned = returned_items(view, question)
             read_per_returned = calls.scanned / max(returned, 1)
-            for _ in range(1):  # a Scan reads the whole table: once is enough to see its cost
-                with counting() as scan_calls:
-                    elapsed, kept = timed(lambda q=question: scan_answer(name, q))
-                scan_latencies.append(elapsed)
+            kept = scan_kept[question]
             details[question] = {
                 "items_returned": returned,
                 "items_read": calls.scanned,
@@ -165,11 +191,11 @@ def run() -> dict[str, Any]:
                 "scan": {"items_read": scan_calls.scanned, "items_kept": kept,
                          "items_read_per_returned": round(scan_calls.scanned / max(kept, 1), 1),
                          "read_capacity_units": round(scan_calls.capacity, 1),
-                         "median_seconds": round(median(scan_latencies), 3)},
+                         "seconds": round(scan_seconds, 3)},
             }  # fmt: skip
             worst = max(worst, read_per_returned)
             print(f"  {question}: {read_per_returned:.3f} read/returned, {median(latencies) * 1000:.0f} ms "
-                  f"(scan: {scan_calls.scanned / max(kept, 1):.0f} read/returned, {median(scan_latencies) * 1000:.0f} ms)",
+                  f"(scan: {scan_calls.scanned / max(kept, 1):.0f} read/returned, {scan_seconds * 1000:.0f} ms)",
                   flush=True)  # fmt: skip
     figures = {"query_items_read_per_returned": round(worst, 3)}
     save("query_cost", figures, details)

@@ -6,10 +6,12 @@ import sys
 import time
 
 from bench import audit_ingest, cold_start, fanout, node_bench, package_size, query_cost, report
+from bench.common import save
 
 
 def main() -> int:
     failed = []
+    took: dict[str, int] = {}
     started = time.monotonic()
     for name, benchmark in (
         ("package size", package_size.main),
@@ -20,8 +22,12 @@ def main() -> int:
         ("node agent", node_bench.main),
     ):
         print(f"== {name}", flush=True)
+        began = time.monotonic()
         if benchmark() != 0:
             failed.append(name)
+        took[name] = round(time.monotonic() - began)
+        print(f"== {name}: {took[name]} s", flush=True)
+    save("run", {}, {"seconds_by_benchmark": took, "seconds_total": round(time.monotonic() - started)})
     report.main()
     print(f"benchmarks took {time.monotonic() - started:.0f} s")
     if failed:

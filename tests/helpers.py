@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ class CallCounter:
         self.calls: Counter[str] = Counter()
         self.params: dict[str, list[dict[str, Any]]] = {}
         self._remove: Any = None
+        self._lock = threading.Lock()
 
     def __enter__(self) -> CallCounter:
         from prefetcher import clients
@@ -40,8 +42,9 @@ class CallCounter:
 
     def _count(self, params: dict[str, Any], event_name: str, **_kwargs: Any) -> None:
         operation = ".".join(event_name.split(".")[1:])  # e.g. ssm.SendCommand
-        self.calls[operation] += 1
-        self.params.setdefault(operation, []).append(params)
+        with self._lock:  # the audit path calls from threads
+            self.calls[operation] += 1
+            self.params.setdefault(operation, []).append(params)
 
     def count(self, operation: str) -> int:
         return self.calls[operation]
