@@ -5,6 +5,7 @@ validated, clients that are made at init made."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -50,6 +51,76 @@ def by_package(stderr: str) -> dict[str, float]:
     return {name: round(us / 1000, 1) for name, us in totals.most_common(12)}
 
 
+# Where a handler's init time goes, stage by stage in a fresh interpreter: boto3, the Powertools
+# and pydantic modules the handler imports, our modules, then the handler module's own code.
+STAGES = """
+import ast, importlib.util, json, time
+def imports(path):
+    tree = ast.parse(open(path).read())
+    found = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    return found + [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+# What the handler imports, and what our modules it imports import in turn (read, not run).
+names, todo, seen = [], imports("app.py"), set()
+while todo:
+    name = todo.pop(0)
+    if name in seen:
+        continue
+    seen.add(name)
+    names.append(name)
+    if name.split(".")[0] == "prefetcher" and name != "prefetcher":
+        todo += imports(importlib.util.find_spec(name).origin)
+marks = [time.perf_counter()]
+import boto3
+marks.append(time.perf_counter())
+for name in names:
+    if name.split(".")[0] in ("aws_lambda_powertools", "pydantic"):
+        __import__(name)
+marks.append(time.perf_counter())
+for name in names:
+    if name.split(".")[0] == "prefetcher":
+        __import__(name)
+marks.append(time.perf_counter())
+import app
+marks.append(time.perf_counter())
+print(json.dumps([round((b - a) * 1000, 1) for a, b in zip(marks, marks[1:])]))
+"""
+STAGE_NAMES = ("import boto3", "Powertools and pydantic", "our modules", "the handler's module code")
+
+# The clients node_join's first invocation makes, each from its own session (as before) and from
+# one shared session (prefetcher.clients now).
+CLIENTS = """
+import json, sys, time, boto3
+shared = boto3.session.Session() if sys.argv[1] == "shared" else None
+started = time.perf_counter()
+for service in ("dynamodb", "ec2", "ssm", "sqs"):
+    (shared or boto3.session.Session()).client(service)
+print(round((time.perf_counter() - started) * 1000, 1))
+"""
+
+
+def _python(script: str, cwd: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=cwd, capture_output=True, text=True, check=True,
+        env={**os.environ, **ENV, "POWERTOOLS_TRACE_DISABLED": "true"},
+    )  # fmt: skip
+    return done.stdout.strip().splitlines()[-1]
+
+
+def stages(handler: str) -> dict[str, float]:
+    """Median ms of each init stage of `handler`."""
+    runs = [json.loads(_python(STAGES, str(ROOT / "functions" / handler))) for _ in range(RUNS)]
+    return {name: round(median([r[i] for r in runs]), 1) for i, name in enumerate(STAGE_NAMES)}
+
+
+def client_costs() -> dict[str, float]:
+    """Median ms to create node_join's four clients: a session each, or one session."""
+    each, shared = [], []
+    for _ in range(RUNS):
+        each.append(float(_python(CLIENTS, str(ROOT), "each")))
+        shared.append(float(_python(CLIENTS, str(ROOT), "shared")))
+    return {"session_per_client_ms": round(median(each), 1), "one_session_ms": round(median(shared), 1)}
+
+
 def run() -> dict[str, Any]:
     boto3_times: list[int] = []
     handler_times: dict[str, list[int]] = {h: [] for h in HANDLERS}
@@ -75,6 +146,8 @@ def run() -> dict[str, Any]:
         "handler_ms": {h: round(median([float(t) for t in times]) / 1000, 1) for h, times in handler_times.items()},
         "ratios_with_xray_tracing": traced,
         "profile_node_join_ms_by_package": by_package(profile),
+        "stages_ms": {h: stages(h) for h in HANDLERS},
+        "first_invocation_clients_node_join": client_costs(),
     }
     save("cold_start", figures, details)
     return {**figures, **details}

@@ -25,6 +25,10 @@ _CONFIG = Config(
 )
 
 _lock = threading.Lock()
+# One session for every client: a session loads botocore's data files (endpoints, partitions,
+# retry rules, service models) once and caches them, so the second client of a cold start costs a
+# fraction of the first (docs/benchmarks.md, "Cold start").
+_session: boto3.session.Session | None = None
 _clients: dict[tuple[str, str | None, int | None], Any] = {}
 _on_create: list[Callable[[str, Any], None]] = []
 
@@ -36,11 +40,14 @@ def client(service: str, region: str | None = None, attempts: int | None = None)
     found = _clients.get(key)
     if found is not None:
         return found
-    with _lock:
+    global _session
+    with _lock:  # a session is not thread-safe; its clients are
         found = _clients.get(key)
         if found is None:
             config = _CONFIG if attempts is None else _CONFIG.merge(Config(retries={"total_max_attempts": attempts}))
-            found = boto3.session.Session().client(service, region_name=region, config=config)  # type: ignore[call-overload]
+            if _session is None:
+                _session = boto3.session.Session()
+            found = _session.client(service, region_name=region, config=config)  # type: ignore[call-overload]
             for hook in _on_create:
                 hook(service, found)
             _clients[key] = found
@@ -62,5 +69,7 @@ def on_create(hook: Callable[[str, Any], None]) -> Callable[[], None]:
 
 def reset() -> None:
     """Forget every client (tests and the local stack call this when endpoints change)."""
+    global _session
     with _lock:
         _clients.clear()
+        _session = None  # endpoints and credentials may have changed
