@@ -8,9 +8,11 @@ clients (botocore events) and, at a given rate, answers a call with:
   retries them with backoff;
 - a 5xx error (`InternalServerError` / `InternalError`);
 - a read timeout (the request may or may not have been done; botocore retries it);
-- a race with a duplicate: the same conditional write, done once just before this one, as a
-  duplicate delivery racing this one would (so the real call meets a real conditional-check
-  failure from DynamoDB Local);
+- a race with a duplicate: the same conditional write (or PartiQL batch), done once just before
+  this one, as a duplicate delivery racing this one would (so the real call meets real
+  conditional-check failures from DynamoDB Local);
+- for a PartiQL batch that gets through, statement errors: each statement, at the same rate,
+  answers `ThrottlingError` and is not done; the others are done for real;
 - `InvalidInstanceId` for a SendCommand to named instances (the node's agent is not registered).
 
 and, at the same rate per invocation, the function times out mid-invocation: at a random AWS
@@ -121,16 +123,22 @@ class FaultInjector:
                 if self._timeout_in == 0:
                     self.injected["lambda_timeout"] += 1
                     raise LambdaTimeout(f"timed out during {service}.{operation}")
-            if self._random.random() >= self.rate:
-                return None
-            kind = self._random.choice(CALL_FAULTS)
+            faulty = self._random.random() < self.rate
+            kind = self._random.choice(CALL_FAULTS) if faulty else ""
         params = context.get("prefetcher_params", {})
+        if not faulty:
+            # A PartiQL batch that gets through may still fail statement by statement.
+            return self._partly_throttled(params) if operation == "BatchExecuteStatement" else None
         if kind == "invalid_instance":
             if not (self.invalid_instance and operation == "SendCommand" and params.get("InstanceIds")):
                 kind = "throttle"
             else:
                 self.injected[kind] += 1
                 return self._json_error(400, "InvalidInstanceId", "Instances not in a valid state for account")
+        if operation == "BatchExecuteStatement" and kind == "duplicate_race":
+            self.injected[kind] += 1
+            self._plain_dynamodb().batch_execute_statement(**params)  # the twin's batch, just before
+            return None
         if kind == "duplicate_race":
             if (
                 service != "dynamodb"
@@ -155,12 +163,35 @@ class FaultInjector:
             return self._xml_error(500, "InternalError", "An internal error has occurred")
         return self._json_error(500, "InternalServerError", "injected 5xx")
 
-    def _duplicate(self, operation: str, params: dict[str, Any]) -> None:
-        """The same conditional write, by a 'duplicate delivery', just before this one."""
+    def _plain_dynamodb(self) -> Any:
+        """A client outside the functions' hooks, for what the harness itself does."""
         client = self._plain.get("dynamodb")
         if client is None:
             client = boto3.client("dynamodb")
             self._plain["dynamodb"] = client
+        return client
+
+    def _partly_throttled(self, params: dict[str, Any]) -> AWSResponse | None:
+        """A PartiQL batch that DynamoDB throttled in part: each statement, at the fault rate, is
+        not done and answers `ThrottlingError`; the others are done for real. HTTP 200, as
+        DynamoDB answers a batch whatever its statements' outcomes."""
+        statements = params["Statements"]
+        with self._lock:
+            throttled = {i for i in range(len(statements)) if self._random.random() < self.rate}
+            self.injected["statement_errors"] += len(throttled)
+        if not throttled:
+            return None
+        done = [statement for i, statement in enumerate(statements) if i not in throttled]
+        answers = iter(self._plain_dynamodb().batch_execute_statement(Statements=done)["Responses"] if done else [])
+        error = {"Error": {"Code": "ThrottlingError", "Message": "Throughput exceeds the current capacity"}}
+        responses = [error if i in throttled else next(answers) for i in range(len(statements))]
+        body = json.dumps({"Responses": responses}).encode()
+        headers = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-RequestId": "fault"}
+        return AWSResponse("https://fault", 200, headers, _Raw(body))
+
+    def _duplicate(self, operation: str, params: dict[str, Any]) -> None:
+        """The same conditional write, by a 'duplicate delivery', just before this one."""
+        client = self._plain_dynamodb()
         with suppress(client.exceptions.ConditionalCheckFailedException):
             getattr(client, "update_item" if operation == "UpdateItem" else "put_item")(**params)
 
