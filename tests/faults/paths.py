@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -233,25 +234,18 @@ def run_audit(servers: Servers, log: Any, events: int = 1000, rate: float = 0.2)
     for node in nodes:
         fidelity.set_invocation(ACCOUNT, REGION, command.command_id, node, status="Success", stdout=line,
                                 response_code=0, started_at=now, finished_at=now)  # fmt: skip
-    requested = command.requested_date_time.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    statuses = []
-    for node in nodes:
-        for status in ("InProgress", "Success"):
-            statuses.append({
-                "source": "aws.ssm", "detail-type": "EC2 Command Invocation Status-change Notification",
-                "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{node}"],
-                "detail": {"command-id": command.command_id, "document-name": stack.output("PrefetchDocument"),
-                           "instance-id": node, "requested-date-time": requested, "status": status},
-            })  # fmt: skip
+    statuses = _status_events(stack, command, nodes)
     injector = FaultInjector(rate=rate, seed=17)
     writes: Counter[tuple[str, str]] = Counter()
     started = datetime.now(UTC)
+    # Batches of 25, not template.yaml's 100: the timeout fault is drawn per invocation, and 1,000
+    # events in batches of 100 are too few invocations for it to show. (Writes that span several
+    # PartiQL batches are tested in tests/integration/test_audit_writes.py.)
+    (source,) = [s for s in stack.sources if getattr(s, "function", None) is stack.functions["SsmAuditFunction"]]
+    source.batch_size = 25  # type: ignore[union-attr]
     with fast_retries(), injector.active():
         _with_timeouts(stack, injector)
-        from prefetcher import clients
-
-        remove = clients.on_create(lambda service, client: client.meta.events.register(
-            "after-call.dynamodb.UpdateItem", lambda http_response, context, **_: _count_write(writes, http_response, context)))  # fmt: skip
+        remove = _counting_writes(writes)
         try:
             for start in range(0, len(statuses), 10):
                 stack.put_events(*statuses[start : start + 10])
@@ -287,6 +281,54 @@ def run_audit(servers: Servers, log: Any, events: int = 1000, rate: float = 0.2)
     )
     result.seconds = round((datetime.now(UTC) - started).total_seconds(), 1)
     return result
+
+
+def _status_events(stack: LocalStack, command: Any, nodes: list[str]) -> list[dict[str, Any]]:
+    """Each node's InProgress, then its Success, as SSM reports them."""
+    requested = command.requested_date_time.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return [
+        {
+            "source": "aws.ssm", "detail-type": "EC2 Command Invocation Status-change Notification",
+            "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{node}"],
+            "detail": {"command-id": command.command_id, "document-name": stack.output("PrefetchDocument"),
+                       "instance-id": node, "requested-date-time": requested, "status": status},
+        }
+        for node in nodes
+        for status in ("InProgress", "Success")
+    ]  # fmt: skip
+
+
+def _counting_writes(writes: Counter[tuple[str, str]]) -> Any:
+    """Count every node-image write the functions' clients make, by (node, status)."""
+    from prefetcher import clients
+
+    def hook(service: str, client: Any) -> None:
+        events = client.meta.events
+        events.register(
+            "after-call.dynamodb.UpdateItem",
+            lambda http_response, context, **_: _count_write(writes, http_response, context),
+        )
+        events.register("after-call.dynamodb.BatchExecuteStatement",
+                        lambda parsed, context, **_: _count_statements(writes, parsed, context))  # fmt: skip
+
+    return clients.on_create(hook)
+
+
+def _count_statements(writes: Counter[tuple[str, str]], parsed: dict[str, Any], context: dict[str, Any]) -> None:
+    """The writes a PartiQL batch did: every statement answered without an error."""
+    statements = context.get("prefetcher_params", {}).get("Statements", [])
+    for statement, response in zip(statements, parsed.get("Responses", []), strict=False):
+        if response.get("Error"):
+            continue
+        text = statement["Statement"]
+        if text.startswith("UPDATE"):
+            names = [*re.findall(r'SET "(\w+)" = \?', text), "pk", "sk", "version"]
+        else:
+            names = re.findall(r"'(\w+)': \?", text)
+        values = {name: value.get("S", "") for name, value in zip(names, statement["Parameters"], strict=True)}
+        if values.get("pk", "").startswith("IMAGE#") and values.get("sk", "").startswith("NODE#"):
+            status = {"in-progress": "InProgress", "cached": "Success"}.get(values["state"], values["state"])
+            writes[(values["sk"].removeprefix("NODE#"), status)] += 1
 
 
 def _count_write(writes: Counter[tuple[str, str]], http_response: Any, context: dict[str, Any]) -> None:
