@@ -17,6 +17,7 @@ from typing import Any
 
 from prefetcher_cli.local import fidelity
 from prefetcher_cli.local.fleet import NodeSpec, launch
+from prefetcher_cli.local.runtime import SqsEventSource
 from prefetcher_cli.local.stack import LocalStack, Servers
 
 from tests.faults.harness import FaultInjector, LambdaTimeout, fast_retries
@@ -241,8 +242,10 @@ def run_audit(servers: Servers, log: Any, events: int = 1000, rate: float = 0.2)
     # Batches of 25, not template.yaml's 100: the timeout fault is drawn per invocation, and 1,000
     # events in batches of 100 are too few invocations for it to show. (Writes that span several
     # PartiQL batches are tested in tests/integration/test_audit_writes.py.)
-    (source,) = [s for s in stack.sources if getattr(s, "function", None) is stack.functions["SsmAuditFunction"]]
-    source.batch_size = 25  # type: ignore[union-attr]
+    (source,) = [
+        s for s in stack.sources if isinstance(s, SqsEventSource) and s.function.logical_id == "SsmAuditFunction"
+    ]
+    source.batch_size = 25
     with fast_retries(), injector.active():
         _with_timeouts(stack, injector)
         remove = _counting_writes(writes)

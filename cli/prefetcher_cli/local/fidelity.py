@@ -237,9 +237,11 @@ def set_invocation(
             ExecutionEndDateTime=_iso(finished_at) if finished_at else "",
         )
         done = {"Success", "Failed", "TimedOut", "Cancelled"}
-        if invocation["Status"] in done and before not in done:
-            command.completed_count += 1
-            command.error_count += invocation["Status"] != "Success"
+        # The counts follow each change (counting every invocation each time is quadratic in a fleet).
+        for status_, sign in ((before, -1), (invocation["Status"], 1)):
+            if status_ in done:
+                command.completed_count += sign
+                command.error_count += sign * (status_ != "Success")
         if command.completed_count >= len(command.invocations):
             command.status = "Success" if command.error_count == 0 else "Failed"
         else:
