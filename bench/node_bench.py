@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefetcher_cli.local import images, node
+from prefetcher_cli.local.ssm_agent import Report
 
 from bench.common import median, save, timed
 
@@ -65,11 +66,11 @@ def run(base: Path, registry: node.Registry) -> int:
     four = [push(base, registry, f"img{i}", IMAGE_MIB, i) for i in range(4)]
     single = push(base, registry, "single", SINGLE_MIB, 99)
 
-    def agent(containerd: node.Containerd, items: list[str], parallelism: int) -> node.AgentResult:
+    def agent(containerd: node.Containerd, items: list[str], parallelism: int) -> Report:
         done = node.run_agent(
             script, containerd, {"Images": ",".join(items), "Parallelism": str(parallelism)}, hosts_dir=hosts
         )
-        if done.code != 0:
+        if done.response_code != 0:
             raise RuntimeError(done.stderr)
         return done
 

@@ -14,6 +14,22 @@ from prefetcher import clients
 from tests.helpers import ROOT
 
 
+@pytest.fixture(autouse=True)
+def iam_enforced() -> Iterator[None]:
+    """AWS authorises every call a function makes against its role; the local stack does too
+    (prefetcher_cli/local/iam.py). A call the role does not allow fails the test that made it,
+    naming the function, the action and the resource (tests that exercise AWS's own
+    AccessDenied declare it with `iam.expect_denied`)."""
+    from prefetcher_cli.local import iam
+
+    iam.ledger.mark()
+    yield
+    violations = iam.ledger.violations()
+    if violations:
+        shown = "\n".join(f"  {call.describe()}" for call in violations[:20])
+        pytest.fail(f"{len(violations)} AWS call(s) that AWS would deny (template.yaml's policies):\n{shown}")
+
+
 @pytest.fixture(scope="session")
 def function_log() -> Iterator[Any]:
     """Where the functions' logs go during tests (one file: Powertools loggers are per process)."""

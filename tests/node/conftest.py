@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from prefetcher.states import AgentResult
 from prefetcher_cli.local import node
+from prefetcher_cli.local.ssm_agent import Report
 
 
 def _requirement() -> None:
@@ -68,7 +69,7 @@ def results(stdout: str) -> list[AgentResult]:
 
 @pytest.fixture
 def run(script: Path, containerd: node.Containerd, hosts_dir: Path) -> Any:
-    def run_agent(images: list[str], **parameters: Any) -> tuple[node.AgentResult, list[AgentResult]]:
+    def run_agent(images: list[str], **parameters: Any) -> tuple[Report, list[AgentResult]]:
         path = parameters.pop("path_prefix", None)
         hosts = parameters.pop("hosts", hosts_dir)
         params = {"Images": ",".join(images), **{k: str(v) for k, v in parameters.items()}}

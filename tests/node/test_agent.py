@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from prefetcher import refs
-from prefetcher_cli.local import images, node
+from prefetcher_cli.local import images, node, ssm_agent
 from prefetcher_cli.local.template import load
 
 from tests.node.conftest import results
@@ -65,7 +65,7 @@ def item(registry: node.Registry, image: Pushed, tag: str = "v1") -> str:
 def test_pulls_by_digest_into_k8s_io_and_the_tag_resolves(run, registry, pushed, containerd):
     small = pushed["small"]
     outcome, (line,) = run([item(registry, small)])
-    assert outcome.code == 0, outcome.stderr
+    assert outcome.response_code == 0, outcome.stderr
     pinned = f"{registry.host}/ml/small@{small.digest}"
     assert (line.image, line.digest, line.tag, line.outcome) == (pinned, small.digest, "v1", "pulled")
     assert line.bytes >= small.size and line.seconds > 0 and line.error == ""
@@ -86,7 +86,7 @@ def test_an_image_already_present_is_skipped_without_the_registry(run, registry,
     unreachable = tmp_path / "unreachable.d"
     node.hosts_entry(unreachable, registry.host, f"127.0.0.1:{node.free_port()}")
     outcome, (line,) = run([item(registry, small)], hosts=unreachable)
-    assert outcome.code == 0 and line.outcome == "present"
+    assert outcome.response_code == 0 and line.outcome == "present"
     assert line.bytes == small.size + len(containerd.ctr("content", "get", _config_digest(containerd, small)).stdout)
 
 
@@ -104,7 +104,7 @@ def test_an_image_the_kubelet_pulled_by_tag_is_present_and_gets_its_digest_name(
     assert f"{registry.host}/ml/small@{small.digest}" not in containerd.images()
     # Then the agent finds it present and names it by digest without pulling
     outcome, (line,) = run([item(registry, small)])
-    assert outcome.code == 0 and line.outcome == "present", outcome.stderr
+    assert outcome.response_code == 0 and line.outcome == "present", outcome.stderr
     assert containerd.images()[f"{registry.host}/ml/small@{small.digest}"]["digest"] == small.digest
 
 
@@ -123,7 +123,7 @@ def test_images_pull_in_parallel_within_the_bound(run, registry, pushed, contain
     (shim / "ctr").chmod(0o755)
     batch = [item(registry, pushed[f"par{i}"]) for i in range(4)]
     outcome, lines = run(batch, Parallelism=2, path_prefix=[shim])
-    assert outcome.code == 0, outcome.stderr
+    assert outcome.response_code == 0, outcome.stderr
     assert [line.outcome for line in lines] == ["pulled"] * 4
     events = sorted((float(t), kind) for kind, t in (line.split() for line in record.read_text().splitlines()))
     running = peak = 0
@@ -139,7 +139,7 @@ def test_a_transient_registry_error_is_retried(script, containerd, registry, pus
         node.hosts_entry(hosts, registry.host, proxy.host)
         outcome = node.run_agent(script, containerd, {"Images": item(registry, pushed["other"])}, hosts_dir=hosts)
     (line,) = results(outcome.stdout)
-    assert outcome.code == 0 and line.outcome == "pulled", outcome.stderr
+    assert outcome.response_code == 0 and line.outcome == "pulled", outcome.stderr
     assert "transient registry error" in outcome.stderr
     assert [status for _, _, status in proxy.requests].count(503) == 2
 
@@ -147,7 +147,7 @@ def test_a_transient_registry_error_is_retried(script, containerd, registry, pus
 def test_not_found_is_final_and_not_retried(run, registry):
     missing = f"{registry.host}/ml/missing:v1@sha256:{'0' * 64}"
     outcome, (line,) = run([missing])
-    assert outcome.code == 1 and line.outcome == "failed"
+    assert outcome.response_code == 1 and line.outcome == "failed"
     assert "not found" in line.error
     assert "transient" not in outcome.stderr
 
@@ -160,7 +160,7 @@ def test_a_pull_that_exceeds_its_timeout_fails_with_that_reason(script, containe
         started = time.monotonic()
         outcome = node.run_agent(script, containerd, parameters, hosts_dir=hosts)
     (line,) = results(outcome.stdout)
-    assert outcome.code == 1 and line.outcome == "failed"
+    assert outcome.response_code == 1 and line.outcome == "failed"
     assert line.error == "the pull took longer than PullTimeoutSeconds (10 s)"
     assert time.monotonic() - started < 28
 
@@ -168,7 +168,7 @@ def test_a_pull_that_exceeds_its_timeout_fails_with_that_reason(script, containe
 def test_a_multi_arch_image_resolves_to_the_nodes_platform(run, registry, pushed, containerd):
     multi = pushed["multi"]
     outcome, (line,) = run([item(registry, multi)])
-    assert outcome.code == 0 and line.outcome == "pulled"
+    assert outcome.response_code == 0 and line.outcome == "pulled"
     index = json.loads(containerd.ctr("content", "get", multi.digest).stdout)
     by_arch = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
     assert containerd.ctr("content", "get", by_arch[images.ARCH], check=False).returncode == 0
@@ -221,7 +221,7 @@ def test_an_image_that_would_not_fit_is_skipped_and_says_how_much_is_missing(
     parameters = {"Images": f"{item(registry, big)},{item(registry, small)}", "MinFreeDiskMiB": "8"}
     outcome = node.run_agent(script, small_disk, parameters, hosts_dir=hosts_dir)
     skipped, pulled = results(outcome.stdout)
-    assert outcome.code == 0  # a skip is not a failure
+    assert outcome.response_code == 0  # a skip is not a failure
     assert skipped.outcome == "skipped-disk"
     match = re.fullmatch(
         r"needs about (\d+) MiB \(layers and unpacking\), (\d+) MiB free on (\S+), MinFreeDiskMiB 8: missing (\d+) MiB",
@@ -284,7 +284,7 @@ def test_ecr_credentials_from_the_node_never_appear_on_a_command_line_or_in_outp
         stop.set()
         watcher.join()
     (line,) = results(outcome.stdout)
-    assert outcome.code == 0 and line.outcome == "pulled", outcome.stderr
+    assert outcome.response_code == 0 and line.outcome == "pulled", outcome.stderr
     assert seen == []
     assert token not in outcome.stdout + outcome.stderr and node_base64(token) not in outcome.stdout + outcome.stderr
     assert f"{ECR}/ml/secure:v1" in containerd.images()
@@ -302,7 +302,7 @@ def test_a_refused_credential_reaches_the_result_line(script, containerd, privat
     outcome = node.run_agent(script, containerd, {"Images": f"{ECR}/ml/secure:v1@{secure.digest}"},
                              hosts_dir=ecr_hosts, path_prefix=[bin_dir])  # fmt: skip
     (line,) = results(outcome.stdout)
-    assert outcome.code == 1 and line.outcome == "failed"
+    assert outcome.response_code == 1 and line.outcome == "failed"
     assert "401 Unauthorized" in line.error
     assert "transient" not in outcome.stderr
 
@@ -327,7 +327,7 @@ def test_without_any_credential_source_the_pull_is_anonymous_and_refused_readabl
 
 def test_a_public_registry_needs_no_credentials(run, registry, pushed):
     outcome, (line,) = run([item(registry, pushed["other"])])
-    assert outcome.code == 0 and line.outcome == "pulled"
+    assert outcome.response_code == 0 and line.outcome == "pulled"
 
 
 # ---- 5. result contract ---------------------------------------------------------------------
@@ -339,7 +339,7 @@ def test_one_line_per_image_in_order_and_the_exit_code_says_if_any_failed(run, r
     outcome, lines = run(batch)
     assert [line.image.split("@")[0].rsplit("/", 1)[1] for line in lines] == ["small", "missing", "other"]
     assert [line.outcome for line in lines] == ["pulled", "failed", "pulled"]
-    assert outcome.code == 1
+    assert outcome.response_code == 1
     assert len(outcome.stdout.splitlines()) == 3
 
 
@@ -402,7 +402,7 @@ def test_on_bottlerocket_the_same_pulls_go_through_apiclient(script, containerd,
     outcome = node.run_agent(script, containerd, {"Images": item(registry, pushed["small"])},
                              hosts_dir=hosts_dir, path_prefix=[shim])  # fmt: skip
     (line,) = results(outcome.stdout)
-    assert outcome.code == 0 and line.outcome == "pulled", outcome.stderr
+    assert outcome.response_code == 0 and line.outcome == "pulled", outcome.stderr
     logged = calls.read_text().splitlines()
     assert any(c.startswith("exec admin sheltie ctr --namespace k8s.io images pull ") for c in logged)
     assert any(c.startswith("exec admin sheltie ctr --namespace k8s.io images tag --force ") for c in logged)
@@ -449,17 +449,25 @@ def test_hostile_parameters_run_nothing_and_pull_nothing(script, containerd, reg
     CANARY.unlink(missing_ok=True)
     for parameters in hostile_parameters(registry, pushed):
         outcome = node.run_agent(script, containerd, parameters, hosts_dir=hosts_dir)
-        assert outcome.code == 2, (parameters, outcome.stderr)
+        assert outcome.response_code == 2, (parameters, outcome.stderr)
         assert outcome.stdout == "" and "rejected:" in outcome.stderr
         assert not CANARY.exists(), parameters
     assert containerd.images() == {}
 
 
-def test_the_documents_patterns_reject_the_same_values(registry, pushed):
+def test_the_documents_patterns_and_the_senders_bounds_reject_the_same_values(registry, pushed):
+    # Given the values the agent script rejects (above), when the SSM agent's own check (Go's
+    # regexp: RE2) and the bounds a RE2 pattern cannot carry (lengths, 50 images: checked in
+    # prefetcher.refs before any send) look at them, then each is rejected before the script runs
     spec = load()["Resources"]["PrefetchDocument"]["Properties"]["Content"]["parameters"]
     for parameters in hostile_parameters(registry, pushed):
-        rejected = [name for name, value in parameters.items() if not re.search(spec[name]["allowedPattern"], value)]
-        assert rejected, parameters
+        rejected = [
+            name for name, value in parameters.items()
+            if not ssm_agent.go_compile(spec[name]["allowedPattern"]).search(value)
+        ]  # fmt: skip
+        if not rejected:
+            with pytest.raises(ValueError):
+                refs.parse_images_parameter(parameters["Images"])
     assert spec["Images"]["allowedPattern"] == refs.IMAGES_PARAMETER
 
 
@@ -485,5 +493,5 @@ def test_ecr_credentials_can_come_from_the_kubelets_credential_provider(
     outcome = node.run_agent(script, containerd, {"Images": f"{ECR}/ml/secure:v1@{secure.digest}"},
                              hosts_dir=ecr_hosts, path_prefix=[provider_dir])  # fmt: skip
     (line,) = results(outcome.stdout)
-    assert outcome.code == 0 and line.outcome == "pulled", outcome.stderr
+    assert outcome.response_code == 0 and line.outcome == "pulled", outcome.stderr
     assert registry.password not in outcome.stdout + outcome.stderr

@@ -9,6 +9,7 @@ import random
 import tempfile
 from pathlib import Path
 
+import pytest
 from prefetcher.store import AuditTable
 from prefetcher_cli.local.fleet import NodeSpec, launch
 from prefetcher_cli.local.node import LocalNodes
@@ -17,6 +18,9 @@ from prefetcher_cli.local.simulator import NodeSimulator, real_agent
 from tests.helpers import load_event
 
 
+# Every node runs, whatever fails (with the default 10%, SSM stops a 2-node rollout at its first
+# failure and the other node ends Terminated; this test is about what each node reports).
+@pytest.mark.parametrize("stack", [{"MaxErrors": "100%"}], indirect=True)
 def test_real_pull_results_land_in_the_audit_table(stack, node_base):
     nodes = LocalNodes(Path(tempfile.mkdtemp(prefix="prefetch-nodes-"))).start()
     try:

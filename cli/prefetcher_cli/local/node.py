@@ -11,10 +11,11 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
+from prefetcher_cli.local import ssm_agent
 from prefetcher_cli.local.processes import LocalStackError, free_port, wait_for_port
+from prefetcher_cli.local.ssm_agent import Report
 from prefetcher_cli.local.template import load
 
 NODE_TOOLS = ("containerd", "ctr", "docker-registry", "skopeo")
@@ -171,15 +172,6 @@ def fake_aws_cli(bin_dir: Path, token: str) -> Path:
     return bin_dir
 
 
-@dataclass
-class AgentResult:
-    code: int
-    stdout: str
-    stderr: str
-    started_at: datetime
-    finished_at: datetime
-
-
 def run_agent(
     script: Path,
     containerd: Containerd,
@@ -187,10 +179,13 @@ def run_agent(
     *,
     hosts_dir: Path | None = None,
     path_prefix: list[Path] | None = None,
-    timeout: float = 600,
-) -> AgentResult:
-    """Run the document's script as the SSM agent would: `sh -c <script>`, parameters only as
-    SSM_<name> environment variables."""
+    execution_timeout: float = 600,
+) -> Report:
+    """Run the document's script as the SSM agent would (ssm_agent.py): `sh -c <script>` in its
+    own process group, parameters only as SSM_<name> environment variables, SIGKILL at
+    `execution_timeout`; the result is what the agent reports (output cut, its own stderr line
+    on a non-zero exit). The node's settings (containerd's socket and root, the registry hosts
+    directory) are the agent service's environment, as a systemd drop-in would set them."""
     env = {
         "PATH": ":".join([*(str(p) for p in path_prefix or []), os.environ.get("PATH", "/usr/bin:/bin")]),
         "HOME": "/root",
@@ -198,13 +193,9 @@ def run_agent(
         "PREFETCH_CONTAINERD_ROOT": str(containerd.root),
         "TMPDIR": tempfile.gettempdir(),
         **({"PREFETCH_HOSTS_DIR": str(hosts_dir)} if hosts_dir else {}),
-        **{f"SSM_{name}": value for name, value in parameters.items()},
+        **{f"SSM_{name}": value for name, value in parameters.items() if name != "executionTimeout"},
     }
-    started = datetime.now(UTC)
-    done = subprocess.run(
-        ["sh", "-c", str(script)], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    return AgentResult(done.returncode, done.stdout, done.stderr, started, datetime.now(UTC))
+    return ssm_agent.report(ssm_agent.run_script(script, env, execution_timeout))
 
 
 ECR_DEMO_REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -248,10 +239,11 @@ class LocalNodes:
             self.nodes[instance_id] = Containerd(Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))).start()
         return self.nodes[instance_id]
 
-    def run(self, instance_id: str, parameters: dict[str, str]) -> AgentResult:
+    def run(self, instance_id: str, parameters: dict[str, str]) -> Report:
         return run_agent(
-            self.script, self.containerd(instance_id), parameters, hosts_dir=self.hosts_dir, path_prefix=[self.bin_dir]
-        )
+            self.script, self.containerd(instance_id), parameters, hosts_dir=self.hosts_dir,
+            path_prefix=[self.bin_dir], execution_timeout=float(parameters.get("executionTimeout", 3600)),
+        )  # fmt: skip
 
     def stop(self) -> None:
         for containerd in self.nodes.values():

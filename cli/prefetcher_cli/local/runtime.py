@@ -1,17 +1,21 @@
 """Run the functions of template.yaml in this process the way Lambda would: the handler from
-CodeUri/Handler, the environment CloudFormation would give it, a Lambda context, and the
-event sources that template.yaml wires (an SQS event source mapping with partial batch
-failures; EventBridge's asynchronous invoke with retries and an on-failure destination)."""
+CodeUri/Handler, the environment CloudFormation would give it, a Lambda context, the function's
+Timeout (an invocation still running then is stopped and counts as a function error), its role
+(every AWS call it makes is authorised against it: iam.py), and the event sources that
+template.yaml wires (an SQS event source mapping with partial batch failures; EventBridge's
+asynchronous invoke with retries and an on-failure destination)."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import importlib.util
 import io
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -20,7 +24,43 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from prefetcher_cli.local import iam
 from prefetcher_cli.local.template import ROOT, Stack
+
+
+class FunctionTimedOut(Exception):
+    """The invocation ran past the function's Timeout (Lambda: "Task timed out after N seconds")."""
+
+
+class _Stopped(BaseException):
+    """Raised inside a handler that ran past its Timeout: not an Exception, so no handler code
+    catches it; Lambda would freeze the environment, this stops the thread where it is."""
+
+
+def call_with_timeout(handler: Callable[[Any, Any], Any], event: Any, context: Any, timeout: float) -> Any:
+    """`handler(event, context)`, stopped at `timeout` seconds as Lambda stops an invocation."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = handler(event, context)
+        except _Stopped:
+            outcome["stopped"] = True
+        except BaseException as error:  # noqa: BLE001 - handed to the caller as the invocation's error
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, name=f"lambda-{getattr(context, 'function_name', 'function')}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        # Raised at the thread's next Python instruction (a call blocked in a socket returns first:
+        # botocore's read timeout bounds that).
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident or 0), ctypes.py_object(_Stopped))
+        worker.join(60)
+        raise FunctionTimedOut(f"Task timed out after {timeout:.2f} seconds")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
 
 
 @dataclass
@@ -65,6 +105,10 @@ class LocalFunction:
     log: io.TextIOBase | Any = field(default_factory=lambda: sys.stderr)
     # The context's time limit, if not the template's Timeout (the fault tests shorten it).
     timeout_seconds: float | None = None
+    # When the invocation is stopped, if not at the template's Timeout (None: the template's).
+    enforced_timeout_seconds: float | None = None
+    # The function's role (None: calls are not authorised, as outside a deployed stack).
+    principal: iam.Principal | None = None
     _module: ModuleType | None = field(default=None, repr=False)
 
     @property
@@ -105,18 +149,25 @@ class LocalFunction:
         handler: Callable[[Any, Any], Any] = getattr(self._module, attribute)
         return handler
 
+    @property
+    def timeout(self) -> float:
+        """The function's Timeout in template.yaml (Lambda's default: 3 s)."""
+        return float(self.stack.resolve(self.stack.function_property(self.logical_id, "Timeout", 3)))
+
     def invoke(self, event: Any) -> Any:
-        """Invoke synchronously; exceptions propagate, as a function error would."""
+        """Invoke synchronously; exceptions propagate, as a function error would (a timeout
+        raises FunctionTimedOut)."""
         handler = self._handler()
         context = LocalContext(
             function_name=self.name,
             invoked_function_arn=self.arn,
             memory_limit_in_mb=int(self.stack.function_property(self.logical_id, "MemorySize", 128)),
-            timeout_seconds=self.timeout_seconds or int(self.stack.function_property(self.logical_id, "Timeout", 3)),
+            timeout_seconds=self.timeout_seconds or self.timeout,
             log_group_name=f"/aws/lambda/{self.name}",
         )
-        with patched_environ(self.environment()), contextlib.redirect_stdout(self.log):
-            return handler(event, context)
+        role = iam.acting_as(self.principal) if self.principal else contextlib.nullcontext()
+        with patched_environ(self.environment()), contextlib.redirect_stdout(self.log), role:
+            return call_with_timeout(handler, event, context, self.enforced_timeout_seconds or self.timeout)
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """The node simulator: plays the SSM agents of the simulated fleet. It picks up each invocation
-of our document that moto holds as Pending, runs the agent (really, against containerd, where a
-runner for that is given; otherwise it answers as a successful agent would), records the outcome
-where GetCommandInvocation reads it, and emits the status-change events SSM would emit."""
+of our document that moto holds as Pending and that the rollout lets start (fidelity.py: the
+service's side), checks the parameters as the agent does and runs the step (really, against
+containerd, where a runner for that is given; otherwise it answers as a successful agent would),
+applies the agent's output rules (ssm_agent.py), records the outcome where GetCommandInvocation
+reads it, and emits the status-change events SSM would emit, also for the invocations the
+service ended on its own (access denied, delivery timed out, terminated)."""
 
 from __future__ import annotations
 
@@ -13,34 +16,19 @@ from typing import Any
 
 from prefetcher.refs import ImageRef
 
-from prefetcher_cli.local import fidelity
-from prefetcher_cli.local.fidelity import PendingInvocation
+from prefetcher_cli.local import fidelity, ssm_agent
+from prefetcher_cli.local.ssm_agent import Report
+
+AgentRunner = Callable[[str, dict[str, str]], Report]
 
 
-@dataclass(frozen=True)
-class AgentRun:
-    """What running the document's script on one node gave."""
-
-    response_code: int
-    stdout: str
-    stderr: str
-    started_at: datetime
-    finished_at: datetime
-
-    @property
-    def status(self) -> str:
-        return "Success" if self.response_code == 0 else "Failed"
-
-
-AgentRunner = Callable[[str, dict[str, str]], AgentRun]
-
-
-def simulated_agent(sizes: dict[str, int] | None = None) -> AgentRunner:
+def simulated_agent(sizes: dict[str, int] | None = None, seconds: float = 0.0) -> AgentRunner:
     """An agent that reports every image as pulled, with the agent's exact result lines, without
-    pulling anything (for machines without root or containerd)."""
+    pulling anything (for machines without root or containerd). Each run takes `seconds` of the
+    rollout's simulated time."""
     sizes = sizes or {}
 
-    def run(instance_id: str, parameters: dict[str, str]) -> AgentRun:
+    def run(instance_id: str, parameters: dict[str, str]) -> Report:
         started = datetime.now(UTC)
         lines = []
         for item in parameters["Images"].split(","):
@@ -53,19 +41,20 @@ def simulated_agent(sizes: dict[str, int] | None = None) -> AgentRunner:
                         "tag": image.tag,
                         "outcome": "pulled",
                         "bytes": sizes.get(image.repository, 0),
-                        "seconds": 0.0,
+                        "seconds": seconds,
                         "error": "",
                     },
                     separators=(",", ":"),
                 )
             )
-        return AgentRun(
-            response_code=0,
+        done = ssm_agent.ScriptExit(
+            code=0,
             stdout="\n".join(lines) + "\n",
             stderr=f"simulated pull on {instance_id}: nothing was pulled (no containerd here)\n",
             started_at=started,
             finished_at=datetime.now(UTC),
         )
+        return ssm_agent.report(done, simulated_seconds=seconds)
 
     return run
 
@@ -73,9 +62,9 @@ def simulated_agent(sizes: dict[str, int] | None = None) -> AgentRunner:
 def real_agent(nodes: Any) -> AgentRunner:
     """Run the document's script on a real containerd per simulated node (a LocalNodes)."""
 
-    def run(instance_id: str, parameters: dict[str, str]) -> AgentRun:
-        done = nodes.run(instance_id, parameters)
-        return AgentRun(done.code, done.stdout, done.stderr, done.started_at, done.finished_at)
+    def run(instance_id: str, parameters: dict[str, str]) -> Report:
+        report: Report = nodes.run(instance_id, parameters)
+        return report
 
     return run
 
@@ -94,53 +83,73 @@ class NodeSimulator:
     emit_pending: bool = False
     handled: list[tuple[str, str, str]] = field(default_factory=list)  # (command, instance, status)
 
-    def _event(self, invocation: PendingInvocation, status: str) -> dict[str, Any]:
+    def _event(
+        self, command_id: str, instance_id: str, document: str, requested: datetime, status: str
+    ) -> dict[str, Any]:
         return {
             "source": "aws.ssm",
             "detail-type": "EC2 Command Invocation Status-change Notification",
-            "resources": [f"arn:aws:ec2:{self.region}:{self.account}:instance/{invocation.instance_id}"],
+            "resources": [f"arn:aws:ec2:{self.region}:{self.account}:instance/{instance_id}"],
             "detail": {
-                "command-id": invocation.command_id,
-                "document-name": invocation.document_name,
-                "instance-id": invocation.instance_id,
-                "requested-date-time": _iso(invocation.requested_at),
+                "command-id": command_id,
+                "document-name": document,
+                "instance-id": instance_id,
+                "requested-date-time": _iso(requested),
                 "status": status,
             },
         }
 
+    def _emit_service_changes(self) -> int:
+        changes = [c for c in fidelity.service_changes() if c.document_name == self.document_name]
+        for change in changes:
+            self.put_events(
+                self._event(change.command_id, change.instance_id, change.document_name, change.requested_at,
+                            change.status)
+            )  # fmt: skip
+            self.handled.append((change.command_id, change.instance_id, change.status))
+        return len(changes)
+
     def step(self) -> int:
-        """Run every pending invocation of our document once; returns how many ran."""
-        count = 0
+        """Run every pending invocation of our document once; returns how many ran or ended."""
+        count = self._emit_service_changes()
+        declared = fidelity.document_parameters(self.document_name)
         for invocation in list(fidelity.pending(self.account, self.region)):
             if invocation.document_name != self.document_name:
                 continue
+            key = (self.account, self.region, invocation.command_id, invocation.instance_id)
+            if not fidelity.start(*key):
+                continue  # the service ended it (its event goes out below)
             started = datetime.now(UTC)
-            fidelity.set_invocation(
-                self.account,
-                self.region,
-                invocation.command_id,
-                invocation.instance_id,
-                status="InProgress",
-                started_at=started,
-            )
+            fidelity.set_invocation(*key, status="InProgress", started_at=started)
+            event = self._event(invocation.command_id, invocation.instance_id, invocation.document_name,
+                                invocation.requested_at, "Pending")  # fmt: skip
             if self.emit_pending:
-                self.put_events(self._event(invocation, "Pending"))
-            self.put_events(self._event(invocation, "InProgress"))
-            run = self.runner(invocation.instance_id, invocation.parameters)
+                self.put_events(event)
+            self.put_events({**event, "detail": {**event["detail"], "status": "InProgress"}})
+            try:
+                parameters = ssm_agent.validate(declared, invocation.parameters)
+            except ssm_agent.ParameterError as error:
+                report = ssm_agent.refused(error)
+            else:
+                report = self.runner(invocation.instance_id, parameters)
             fidelity.set_invocation(
-                self.account,
-                self.region,
-                invocation.command_id,
-                invocation.instance_id,
-                status=run.status,
-                details=run.status,
-                stdout=run.stdout,
-                stderr=run.stderr,
-                response_code=run.response_code,
-                started_at=run.started_at,
-                finished_at=run.finished_at,
+                *key,
+                status=report.status,
+                details=report.details,
+                stdout=report.stdout,
+                stderr=report.stderr,
+                response_code=report.response_code,
+                started_at=report.started_at,
+                finished_at=report.finished_at,
             )
-            self.put_events(self._event(invocation, run.status))
-            self.handled.append((invocation.command_id, invocation.instance_id, run.status))
+            wall = (
+                (report.finished_at - report.started_at).total_seconds()
+                if report.finished_at and report.started_at
+                else 0.0
+            )
+            seconds = wall if report.simulated_seconds is None else report.simulated_seconds
+            fidelity.finish(*key, status=report.status, details=report.details, seconds=seconds)
+            self.put_events({**event, "detail": {**event["detail"], "status": report.status}})
+            self.handled.append((invocation.command_id, invocation.instance_id, report.status))
             count += 1
-        return count
+        return count + self._emit_service_changes()

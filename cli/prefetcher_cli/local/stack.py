@@ -16,11 +16,12 @@ from typing import Any
 import boto3
 import yaml
 from botocore.config import Config
+from prefetcher import clients
 
-from prefetcher_cli.local import fidelity
+from prefetcher_cli.local import fidelity, iam
 from prefetcher_cli.local.processes import DynamoDBLocal, MotoServer
 from prefetcher_cli.local.runtime import AsyncEventSource, LocalFunction, SqsEventSource
-from prefetcher_cli.local.template import Stack, load, samconfig_parameter_overrides
+from prefetcher_cli.local.template import Stack, load, samconfig_parameter_overrides, transformed
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -119,7 +120,21 @@ class LocalStack:
         self._create_documents()
         self._create_functions()
         self._create_rules()
+        self._assign_roles()
         return self
+
+    def _assign_roles(self) -> None:
+        """Each function acts with its role as SAM generates it (iam.py checks every call)."""
+        iam.install(clients)
+        statements = iam.role_statements(transformed(), self.stack.resolve)
+        for logical_id, function in self.functions.items():
+            function.principal = iam.Principal(
+                function=logical_id,
+                statements=statements[logical_id],
+                region=REGION,
+                account=ACCOUNT,
+                tags=lambda instance_id: fidelity.instance_tags(ACCOUNT, REGION, instance_id),
+            )
 
     def _remember(self, logical_id: str, ref: str, arn: str) -> None:
         self.stack.physical[logical_id] = ref

@@ -4,8 +4,12 @@ give each function the environment that CloudFormation would."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import shlex
+import subprocess
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +20,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = ROOT / "template.yaml"
 SAMCONFIG = ROOT / "samconfig.toml"
+SAM_TRANSFORM = ROOT / "scripts" / "sam_transform.py"
+# aws-sam-translator pins pydantic, so it runs in the SAM CLI's own venv (`make install`).
+SAM_PYTHON = Path(os.environ.get("PREFETCHER_SAM_PYTHON", ROOT / ".venv-sam" / "bin" / "python"))
 
 
 class _Loader(yaml.SafeLoader):
@@ -44,6 +51,32 @@ def load(path: Path = TEMPLATE) -> dict[str, Any]:
     return loaded
 
 
+def transformed(path: Path = TEMPLATE) -> dict[str, Any]:
+    """The template after the SAM transform (what CloudFormation deploys: the functions' roles
+    and policies included), made by scripts/sam_transform.py with the SAM CLI's translator and
+    kept under .local/ until the template or the script changes."""
+    text = path.read_bytes()
+    digest = hashlib.sha256(text + SAM_TRANSFORM.read_bytes()).hexdigest()[:24]
+    cached = ROOT / ".local" / "sam-transform" / f"{digest}.json"
+    if not cached.exists():
+        if not SAM_PYTHON.exists():
+            raise FileNotFoundError(
+                f"{SAM_PYTHON} not found: the local stack checks IAM against the SAM-transformed template, "
+                "made with the SAM CLI's translator; run `make install` (it creates .venv-sam)"
+            )
+        result = subprocess.run(
+            [str(SAM_PYTHON), str(SAM_TRANSFORM), str(path)], capture_output=True, text=True, timeout=300, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"the SAM transform of {path.name} failed: {result.stderr.strip()[-2000:]}")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(result.stdout)
+        partial.replace(cached)
+    loaded: dict[str, Any] = json.loads(cached.read_text())
+    return loaded
+
+
 def samconfig_parameter_overrides(path: Path = SAMCONFIG, command: str = "local_invoke") -> dict[str, str]:
     """The parameter_overrides that `sam <command>` would take from samconfig.toml."""
     if not path.exists():
@@ -63,6 +96,9 @@ def parse_overrides(raw: str | list[str]) -> dict[str, str]:
             raise ValueError(f"parameter override {part!r} is not Key=Value")
         values[key] = value
     return values
+
+
+_NO_VALUE = object()  # what `Ref: AWS::NoValue` resolves to: the value is left out
 
 
 @dataclass
@@ -118,15 +154,24 @@ class Stack:
         }
 
     def resolve(self, value: Any) -> Any:
-        """Resolve Ref, Fn::GetAtt (Arn), Fn::Sub, Fn::Join, Fn::If-free values."""
+        """Resolve Ref, Fn::GetAtt (Arn), Fn::Sub, Fn::Join, Fn::Split and Fn::If (with the
+        template's Conditions); `Ref: AWS::NoValue` removes the value."""
         if isinstance(value, list):
-            return [self.resolve(item) for item in value]
+            return [item for item in (self.resolve(item) for item in value) if item is not _NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
             ((key, arg),) = value.items()
+            if key == "Ref" and arg == "AWS::NoValue":
+                return _NO_VALUE
             if key == "Ref":
                 return self._ref(arg)
+            if key == "Fn::If":
+                condition, when_true, when_false = arg
+                return self.resolve(when_true if self.condition(condition) else when_false)
+            if key == "Fn::Split":
+                separator, text = arg
+                return str(self.resolve(text)).split(separator)
             if key == "Fn::GetAtt":
                 logical, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
                 if attribute != "Arn" or logical not in self.arns:
@@ -138,7 +183,29 @@ class Stack:
             if key == "Fn::Join":
                 separator, items = arg
                 return separator.join(str(item) for item in self.resolve(items))
-        return {key: self.resolve(item) for key, item in value.items()}
+        resolved = {key: self.resolve(item) for key, item in value.items()}
+        return {key: item for key, item in resolved.items() if item is not _NO_VALUE}
+
+    def condition(self, name: str) -> bool:
+        """A condition of the template's Conditions section (Fn::Equals, Fn::Not, Fn::And,
+        Fn::Or, Condition)."""
+        return bool(self._condition(self.template.get("Conditions", {})[name]))
+
+    def _condition(self, expression: Any) -> Any:
+        if isinstance(expression, dict) and len(expression) == 1:
+            ((key, arg),) = expression.items()
+            if key == "Fn::Equals":
+                left, right = (self._condition(a) for a in arg)
+                return str(left) == str(right)
+            if key == "Fn::Not":
+                return not self._condition(arg[0])
+            if key == "Fn::And":
+                return all(self._condition(a) for a in arg)
+            if key == "Fn::Or":
+                return any(self._condition(a) for a in arg)
+            if key == "Condition":
+                return self.condition(arg)
+        return self.resolve(expression)
 
     def _sub(self, name: str) -> str:
         if "." in name:

@@ -2,8 +2,9 @@
 like. The same regular expressions appear, literally, as `allowedPattern`s of the SSM document
 in template.yaml and in the node agent; tests/unit/test_document.py checks that they agree.
 
-The patterns are POSIX extended regular expressions (no `\\d`, no `(?:`), so bash's `=~`, the SSM
-service and Python all read them the same way.
+The patterns are POSIX extended regular expressions (no `\\d`, no `(?:`), and RE2 compiles them
+(no counted repeat above 1000, alone or nested), so bash's `=~`, the SSM service (Java), the SSM
+agent (Go's regexp) and Python all read them the same way (tests/unit/test_document.py).
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ IMAGE_ITEM = rf"{REGISTRY}/{REPOSITORY}(:{TAG})?@{DIGEST}"
 MAX_IMAGES_PER_COMMAND = 50
 IMAGES_MAX_LENGTH = 32_000
 
-# The document's allowedPattern for Images (checked by SSM before anything reaches a node). The
-# same shapes with counted repetition, so that absurd lengths fail there too. The agent and the
-# code here use the `*` forms above plus explicit length checks: bash's regex engine compiles
-# counted repetition into huge automata (tenths of a second per match).
-_DOC_REGISTRY = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?){0,9}(:[0-9]{1,5})?"
-_DOC_REPOSITORY = r"[a-z0-9]{1,128}([._-][a-z0-9]{1,128}){0,15}(/[a-z0-9]{1,128}([._-][a-z0-9]{1,128}){0,15}){0,15}"
-_DOC_ITEM = rf"{_DOC_REGISTRY}/{_DOC_REPOSITORY}(:{TAG})?@{DIGEST}"
-IMAGES_PARAMETER = rf"^{_DOC_ITEM}(,{_DOC_ITEM}){{0,{MAX_IMAGES_PER_COMMAND - 1}}}$"
+# The document's allowedPattern for Images, checked by SSM when a command is sent and again by
+# every node's SSM agent, which compiles it with Go's regexp (RE2) on every command. RE2 refuses a
+# repeat count above 1000, also as the product of nested counted repeats (`(x{1,128}){0,15}` is
+# 1,920): such a pattern fails every invocation on every node before the script runs. So the
+# pattern is the items' shapes only; the bounds a RE2 pattern cannot carry (50 images, name
+# lengths) are checked here, by the functions before they send, and by the node agent.
+IMAGES_PARAMETER = rf"^{IMAGE_ITEM}(,{IMAGE_ITEM})*$"
 
 REPOSITORY_MAX = 256
 # fullmatch: `$` alone would accept a trailing newline.
@@ -41,7 +41,6 @@ _repository = re.compile(REPOSITORY)
 _tag = re.compile(TAG)
 _digest = re.compile(DIGEST)
 _item = re.compile(IMAGE_ITEM)
-_doc_item = re.compile(_DOC_ITEM)
 
 
 def is_registry(value: str) -> bool:
@@ -84,8 +83,6 @@ class ImageRef:
             raise ValueError(f"invalid digest {self.digest[:80]!r} (expected sha256:<64 hex>)")
         if self.tag and not is_tag(self.tag):
             raise ValueError(f"invalid tag {self.tag[:80]!r}")
-        if not _doc_item.fullmatch(self.agent_item):
-            raise ValueError(f"invalid reference {self.agent_item[:120]!r}: a name part is too long for the document")
 
     @property
     def pinned(self) -> str:
@@ -128,3 +125,14 @@ def images_parameter(images: list[ImageRef]) -> str:
     if len(value) > IMAGES_MAX_LENGTH:
         raise ValueError(f"the Images parameter would be {len(value)} characters, above {IMAGES_MAX_LENGTH}")
     return value
+
+
+def parse_images_parameter(value: str) -> list[ImageRef]:
+    """The images of an `Images` value, with every bound the document's pattern cannot carry
+    (ValueError otherwise): the node agent applies the same bounds."""
+    if len(value) > IMAGES_MAX_LENGTH:
+        raise ValueError(f"the Images parameter is {len(value)} characters, above {IMAGES_MAX_LENGTH}")
+    items = value.split(",")
+    if len(items) > MAX_IMAGES_PER_COMMAND:
+        raise ValueError(f"at most {MAX_IMAGES_PER_COMMAND} images per command, got {len(items)}")
+    return [ImageRef.parse_agent_item(item) for item in items]
