@@ -6,9 +6,13 @@
 # Runs as root on every EKS node. Parameters arrive only as SSM_* environment variables
 # (interpolationType ENV_VAR); they are validated again here and never become shell text.
 #
-# Result contract: one JSON line per image on stdout,
+# Result contract (prefetcher/commands.py bounds its size; the SSM agent keeps only the first
+# 24,000 characters of stdout and 8,000 of stderr): on stdout, one JSON line per image, printed as
+# soon as that image is done (a run stopped at the execution timeout keeps what it printed),
 #   {"image","digest","tag","outcome":"pulled|present|skipped-disk|failed","bytes","seconds","error"}
-# and exit code 0 only if no image failed. Progress and diagnostics go to stderr.
+# or, when nothing can be pulled at all, one line {"fatal":"<why>"}; errors are printable ASCII
+# without quotes or backslashes, at most MAX_ERROR bytes. Exit code 0 only if no image failed.
+# Progress and diagnostics go to stderr, a few short lines per image.
 #
 # Settings of the node, not of the command (root sets them, SSM cannot):
 #   CONTAINERD_ADDRESS        containerd's socket (ctr's own variable)
@@ -23,7 +27,7 @@ export LC_ALL=C
 readonly NAMESPACE=k8s.io
 readonly MARK_LABEL=eks-image-prefetcher/pulled
 readonly MAX_IMAGES=50
-readonly MAX_ERROR=400
+readonly MAX_ERROR=300
 readonly PULL_ATTEMPTS=3
 # Room for unpacking: a layer's compressed blob stays in the content store and its unpacked
 # snapshot takes (for typical images) about twice as much again.
@@ -36,7 +40,20 @@ readonly DIGEST_RE='sha256:[a-f0-9]{64}'
 readonly ITEM_RE="^${REGISTRY_RE}/${REPOSITORY_RE}(:${TAG_RE})?@${DIGEST_RE}\$"
 
 log() { printf '%s prefetch: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
-fail_input() { log "rejected: $*"; exit 2; }
+
+# Text for a result line: printable ASCII, no quotes or backslashes (so JSON needs no escapes and
+# the line's length is known in advance), at most MAX_ERROR bytes.
+clean_text() { printf '%s' "$1" | tr -c '[:print:]' ' ' | tr "\"\\\\" "'/" | cut -c1-"$MAX_ERROR"; }
+
+# Nothing can be pulled: say why on stdout (where the audit reads it) and on stderr, and stop.
+fatal() {
+  local code=$1 why
+  why=$(clean_text "$2")
+  log "$why"
+  printf '{"fatal":"%s"}\n' "$why"
+  exit "$code"
+}
+fail_input() { fatal 2 "rejected: $*"; }
 
 # --- parameters ------------------------------------------------------------------------------
 
@@ -86,8 +103,7 @@ if command -v apiclient >/dev/null 2>&1; then
 elif command -v ctr >/dev/null 2>&1; then
   ctr_cmd=(ctr)
 else
-  log "neither ctr nor apiclient found: is this an EKS node with containerd?"
-  exit 3
+  fatal 3 "neither ctr nor apiclient found: is this an EKS node with containerd?"
 fi
 containerd_root=${PREFETCH_CONTAINERD_ROOT:-/var/lib/containerd}
 base_hosts_dir=${PREFETCH_HOSTS_DIR:-/etc/containerd/certs.d}
@@ -99,25 +115,31 @@ esac
 
 ctr_ns() { "${ctr_cmd[@]}" --namespace "$NAMESPACE" "$@"; }
 
-workdir=$(mktemp -d "${TMPDIR:-/tmp}/prefetch.XXXXXXXX") || {
-  log "cannot create a private work directory"
-  exit 3
-}
+# The work directory holds the registry configuration with the ECR Authorization header. At the
+# execution timeout the SSM agent SIGKILLs this script's whole process group, so no trap runs:
+# a watcher in a session of its own (the kill does not reach it) removes the directory once
+# this shell is gone, and each run first removes what runs that are gone left behind (should
+# the watcher have been killed too). The directory's name carries its run's process id.
+tmp_base=${TMPDIR:-/tmp}
+for stale in "$tmp_base"/prefetch.*.*; do
+  if [ ! -d "$stale" ] || [ -L "$stale" ] || [ ! -O "$stale" ]; then
+    continue
+  fi
+  owner=${stale##*/prefetch.}
+  owner=${owner%%.*}
+  [[ $owner =~ ^[0-9]+$ ]] || continue
+  kill -0 "$owner" 2>/dev/null || rm -rf -- "$stale"
+done
+workdir=$(mktemp -d "$tmp_base/prefetch.$$.XXXXXXXX") || fatal 3 "cannot create a private work directory in $tmp_base"
 trap 'rm -rf -- "$workdir"' EXIT
+if command -v setsid >/dev/null 2>&1; then
+  # In a subshell that exits at once: the watcher is no job of this shell (wait ignores it).
+  # shellcheck disable=SC2016 # the watcher's own positional parameters, not this shell's
+  (setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; rm -rf -- "$2"' prefetch-cleanup "$$" "$workdir" \
+    </dev/null >/dev/null 2>&1 &)
+fi
 
 # --- helpers ---------------------------------------------------------------------------------
-
-json_string() {
-  # $1 as a JSON string: backslash, quote and control characters escaped.
-  local s=$1
-  s=${s//\\/\\\\}
-  s=${s//\"/\\\"}
-  s=${s//$'\n'/\\n}
-  s=${s//$'\r'/\\r}
-  s=${s//$'\t'/\\t}
-  s=$(printf '%s' "$s" | tr -d '\000-\010\013\014\016-\037')
-  printf '"%s"' "$s"
-}
 
 # Flatten JSON on stdin into "path<TAB>value" lines (manifests.0.digest, layers.1.size, ...).
 # Exits non-zero on malformed input. POSIX awk: the nodes have no jq.
@@ -362,9 +384,8 @@ pull_one() {
     outcome=failed
     error="tagging $registry/$repo:$tag failed: $(last_line "$workdir/tag.$BASHPID.err")"
   fi
-  printf '{"image":%s,"digest":%s,"tag":%s,"outcome":"%s","bytes":%d,"seconds":%s,"error":%s}\n' \
-    "$(json_string "$pinned")" "$(json_string "$digest")" "$(json_string "$tag")" "$outcome" \
-    "${bytes:-0}" "$(elapsed "$started" "$(now)")" "$(json_string "$error")"
+  printf '{"image":"%s","digest":"%s","tag":"%s","outcome":"%s","bytes":%d,"seconds":%s,"error":"%s"}\n' \
+    "$pinned" "$digest" "$tag" "$outcome" "${bytes:-0}" "$(elapsed "$started" "$(now)")" "$(clean_text "$error")"
 }
 
 # --- cleanup (opt-in): superseded digests this agent pulled, that nothing uses ----------------
@@ -411,20 +432,32 @@ log "${#items[@]} image(s), parallelism ${parallelism}, ${min_free_mib} MiB mini
 for item in "${items[@]}"; do
   prepare_hosts "${item%%/*}"
 done
+# Each pull writes its line to a file of its own; this shell prints each as soon as it is there
+# (one writer on stdout), so a run stopped mid-way has printed every image it finished.
+status=0
+print_done() {
+  local file
+  for file in "$workdir"/done.*; do
+    [ -e "$file" ] || continue
+    cat -- "$file"
+    grep -q '"outcome":"failed"' "$file" && status=1
+    rm -f -- "$file"
+  done
+}
 index=0
 for item in "${items[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$parallelism" ]; do
     wait -n
+    print_done
   done
-  pull_one "$item" >"$workdir/result.$index" &
+  { pull_one "$item" >"$workdir/line.$index" && mv -- "$workdir/line.$index" "$workdir/done.$index"; } &
   index=$((index + 1))
 done
-wait
-
-status=0
-for ((i = 0; i < index; i++)); do
-  cat "$workdir/result.$i"
-  grep -q '"outcome":"failed"' "$workdir/result.$i" && status=1
+while [ -n "$(jobs -rp)" ]; do
+  wait -n
+  print_done
 done
+wait
+print_done
 [ "$cleanup" = true ] && cleanup_superseded
 exit "$status"

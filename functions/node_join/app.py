@@ -1,12 +1,11 @@
 """NodeJoinFunction: EC2 instance state changes (through the node-join queue). A node of a target
 cluster that starts gets every current image of its cluster once its SSM agent is reachable; a
-node that stops or terminates leaves coverage. One DescribeInstances call per batch."""
+node that stops or terminates leaves coverage. One DescribeInstances call per batch; the records
+of a batch are applied in parallel, within the function's time."""
 
 from __future__ import annotations
 
-import json
 import os
-from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -31,58 +30,65 @@ TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.hist
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 ONCE = IdempotencyConfig(event_key_jmespath="id", raise_on_no_idempotency_key=True, expires_after_seconds=86_400)
 PERSISTENCE = idempotency_records(SETTINGS.table_name, "NodeJoinFunction")
-_batch: dict[str, Membership | None] = {}
-_actions: Counter[str] = Counter()
 
 
-def _instance_ids(event: dict[str, Any]) -> list[str]:
-    ids = []
-    for record in event.get("Records", []):
-        try:
-            instance_id = json.loads(record["body"])["detail"]["instance-id"]
-        except (KeyError, TypeError, ValueError):
-            continue  # the record handler rejects it with the reason
-        if isinstance(instance_id, str) and instance_id.startswith("i-") and len(instance_id) < 32:
-            ids.append(instance_id)
-    return ids
+class Quarantined(Exception):
+    """The event was kept in the dead-letter queue with its reason (undeliverable, not
+    permitted): raised through the idempotent function so that its record is dropped and a
+    redrive, once the cause is fixed, applies the event again."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__(result["reason"])
+        self.result = result
 
 
 @idempotent_function(  # type: ignore[untyped-decorator]
     data_keyword_argument="event", persistence_store=PERSISTENCE, config=ONCE
 )
-def apply_once(event: InstanceStateEvent, record: SQSRecord) -> dict[str, Any]:
-    attempt = int(record.raw_event.get("attributes", {}).get("ApproximateReceiveCount") or "1")
+def apply_once(event: InstanceStateEvent, record: SQSRecord, members: dict[str, Membership | None]) -> dict[str, Any]:
+    attempt = join.receive_count(record.raw_event)
 
     def back_off(seconds: int) -> None:
         clients.client("sqs").change_message_visibility(
             QueueUrl=SETTINGS.join_queue_url, ReceiptHandle=record.receipt_handle, VisibilityTimeout=seconds
         )
 
-    def give_up(reason: str) -> None:
-        deadletter.quarantine(
-            SETTINGS.dead_letter_queue_url, record.body, reason, "NodeJoinFunction", "NodeUndeliverable"
-        )
+    def give_up(reason: str, error_type: str) -> None:
+        deadletter.quarantine(SETTINGS.dead_letter_queue_url, record.body, reason, "NodeJoinFunction", error_type)
 
     result = join.handle_state(
-        event, SETTINGS, TABLE, members=_batch, attempt=attempt, back_off=back_off, give_up=give_up
-    )
-    return result.as_dict()
+        event, SETTINGS, TABLE, members=members, attempt=attempt, back_off=back_off, give_up=give_up
+    ).as_dict()
+    if result["action"] in join.QUARANTINED:
+        raise Quarantined(result)
+    return result
 
 
-def record_handler(record: SQSRecord) -> str:
+def apply_record(record: SQSRecord, members: dict[str, Membership | None]) -> str:
+    """One record: its action, or an exception that makes the queue deliver it again."""
     event = parse_or_quarantine(record.body, InstanceStateEvent, SETTINGS.dead_letter_queue_url, "NodeJoinFunction")
     if isinstance(event, Rejected):
-        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
-        return event.reason
+        return "rejected"
     try:
-        result: dict[str, Any] = apply_once(event=event, record=record)
+        result: dict[str, Any] = apply_once(event=event, record=record, members=members)
+    except Quarantined as kept:
+        return str(kept.result["action"])
     except Exception as error:
         logger.warning(
             "state change not applied; the queue will retry it",
             extra={"reason": str(error), "error_type": type(error).__name__, "message_id": record.message_id},
         )
+        if join.receive_count(record.raw_event) >= SETTINGS.join_max_attempts:
+            # Its last receive: past it the queue would move it to the dead-letter queue with no
+            # word of why. Record the node and keep the event with the reason instead.
+            def give_up(reason: str, kind: str) -> None:
+                deadletter.quarantine(SETTINGS.dead_letter_queue_url, record.body, reason, "NodeJoinFunction", kind)
+
+            join.give_up_on(
+                event, TABLE, SETTINGS, members=members, reason=f"{type(error).__name__}: {error}", give_up=give_up
+            )
+            return "failed"
         raise
-    _actions[str(result["action"])] += 1
     return str(result["action"])
 
 
@@ -90,15 +96,19 @@ def record_handler(record: SQSRecord) -> str:
 @traced(SETTINGS.tracing)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.add_metric(name="NodeEventsReceived", unit=MetricUnit.Count, value=len(event.get("Records", [])))
+    records = event.get("Records", [])
+    metrics.add_metric(name="NodeEventsReceived", unit=MetricUnit.Count, value=len(records))
     ONCE.register_lambda_context(context)
-    _batch.clear()
-    _batch.update(join.describe_memberships(_instance_ids(event)))
-    _actions.clear()
-    response = process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
+    members = join.describe_memberships(join.instance_ids(records))
+    outcome = join.apply_batch(
+        [SQSRecord(raw) for raw in records],
+        lambda record: apply_record(record, members),
+        remaining_ms=context.get_remaining_time_in_millis,
     )
-    # One value per action and batch (a batch may hold 100 events; EMF takes 100 values a metric).
-    for action, count in _actions.items():
-        metrics.add_metric(name=f"NodeEvents{action.capitalize()}", unit=MetricUnit.Count, value=count)
-    return dict(response)
+    # One value per action and batch (EMF takes 100 values a metric).
+    for action, count in outcome.actions.items():
+        name = "EventsRejected" if action == "rejected" else f"NodeEvents{action.title().replace('-', '')}"
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
+    return dict(
+        process_partial_response(event=event, record_handler=outcome.report, processor=processor, context=context)
+    )

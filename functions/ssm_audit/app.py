@@ -71,6 +71,8 @@ def _apply(event: dict[str, Any]) -> audit.BatchOutcome:
     applied = {id(result): result for result in outcome.results.values()}.values()
     for result in applied:
         metrics.add_metric(name="StatusEventsApplied", unit=MetricUnit.Count, value=1)
+        if result.sent_again:
+            metrics.add_metric(name="CommandsSentAgain", unit=MetricUnit.Count, value=len(result.sent_again))
         for update in result.applied:
             name = _STATE_METRICS.get(str(update.state))
             if name:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from prefetcher import refs
+from prefetcher import commands, refs
+from prefetcher.states import read_agent_output
 from prefetcher_cli.local import images, node, ssm_agent
 from prefetcher_cli.local.template import load
 
@@ -333,14 +334,19 @@ def test_a_public_registry_needs_no_credentials(run, registry, pushed):
 # ---- 5. result contract ---------------------------------------------------------------------
 
 
-def test_one_line_per_image_in_order_and_the_exit_code_says_if_any_failed(run, registry, pushed):
+def test_one_line_per_image_and_the_exit_code_says_if_any_failed(run, registry, pushed):
     missing = f"{registry.host}/ml/missing:v1@sha256:{'1' * 64}"
     batch = [item(registry, pushed["small"]), missing, item(registry, pushed["other"])]
     outcome, lines = run(batch)
-    assert [line.image.split("@")[0].rsplit("/", 1)[1] for line in lines] == ["small", "missing", "other"]
-    assert [line.outcome for line in lines] == ["pulled", "failed", "pulled"]
+    # One line per image, in the order they finished
+    outcomes = {line.image.split("@")[0].rsplit("/", 1)[1]: line.outcome for line in lines}
+    assert outcomes == {"small": "pulled", "missing": "failed", "other": "pulled"}
     assert outcome.response_code == 1
     assert len(outcome.stdout.splitlines()) == 3
+    # and no line is longer than the senders allow for (prefetcher.commands)
+    for raw, line in zip(outcome.stdout.splitlines(), lines, strict=True):
+        image = refs.ImageRef.parse_agent_item(line.image.replace("@", f":{line.tag}@"))
+        assert len(raw.encode()) + 1 <= commands.line_bound(image)
 
 
 # ---- 6. cleanup -----------------------------------------------------------------------------
@@ -450,7 +456,10 @@ def test_hostile_parameters_run_nothing_and_pull_nothing(script, containerd, reg
     for parameters in hostile_parameters(registry, pushed):
         outcome = node.run_agent(script, containerd, parameters, hosts_dir=hosts_dir)
         assert outcome.response_code == 2, (parameters, outcome.stderr)
-        assert outcome.stdout == "" and "rejected:" in outcome.stderr
+        # The reason on stdout, where the audit reads it; the SSM agent's own line ends stderr
+        output = read_agent_output(outcome.stdout)
+        assert output.results == {} and output.fatal.startswith("rejected: "), outcome.stdout
+        assert outcome.stderr.endswith("failed to run commands: exit status 2")
         assert not CANARY.exists(), parameters
     assert containerd.images() == {}
 
@@ -495,3 +504,54 @@ def test_ecr_credentials_can_come_from_the_kubelets_credential_provider(
     (line,) = results(outcome.stdout)
     assert outcome.response_code == 0 and line.outcome == "pulled", outcome.stderr
     assert registry.password not in outcome.stdout + outcome.stderr
+
+
+# ---- 7. the SSM agent's execution timeout ---------------------------------------------------
+
+
+def test_at_the_execution_timeout_finished_images_are_reported_and_no_credential_is_left(
+    script, containerd, private_registry, ecr_hosts, registry, pushed, tmp_path
+):
+    # Given a run that pulls an ECR image (its token goes into the work directory's hosts.toml)
+    # and an image from a registry that stalls, with an execution timeout the second cannot meet
+    private, secure = private_registry
+    bin_dir = node.fake_aws_cli(tmp_path / "bin", private.password)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    with FaultyProxy(registry.host, stall_blobs=120) as proxy:
+        node.hosts_entry(ecr_hosts, registry.host, proxy.host)
+        parameters = {
+            "Images": f"{ECR}/ml/secure:v1@{secure.digest},{item(registry, pushed['other'])}",
+            "Parallelism": "2",
+        }
+        # When the SSM agent stops it: SIGKILL to its whole process group, no trap runs
+        outcome = node.run_agent(script, containerd, parameters, hosts_dir=ecr_hosts, path_prefix=[bin_dir],
+                                 execution_timeout=15, tmp_dir=tmp)  # fmt: skip
+    assert (outcome.status, outcome.details, outcome.response_code) == ("TimedOut", "Execution Timed Out", 137)
+    # Then the image that finished before the kill has its line
+    (line,) = results(outcome.stdout)
+    assert (line.outcome, line.digest) == ("pulled", secure.digest)
+    # And nothing holding the credential is left on the node once the script is gone
+    deadline = time.monotonic() + 5
+    while list(tmp.glob("prefetch.*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(tmp.glob("prefetch.*")) == []
+
+
+def test_a_run_first_removes_what_a_run_that_is_gone_left(script, containerd, registry, pushed, hosts_dir, tmp_path):
+    # Given the work directory of a run whose process is gone (its ECR header still in it), and
+    # the work directory of a run that is still going
+    gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
+    tmp = tmp_path / "tmp"
+    stale = tmp / f"prefetch.{gone}.Ab12Cd34" / "hosts" / ECR
+    stale.mkdir(parents=True)
+    (stale / "hosts.toml").write_text('[header]\n  Authorization = "Basic QVdTOnNlY3JldA=="\n')
+    live = tmp / f"prefetch.{os.getpid()}.Ef56Gh78"
+    live.mkdir()
+    # When the agent runs
+    outcome = node.run_agent(script, containerd, {"Images": item(registry, pushed["small"])}, hosts_dir=hosts_dir,
+                             tmp_dir=tmp)  # fmt: skip
+    assert outcome.response_code == 0, outcome.stderr
+    # Then the gone run's directory is removed, and the live one's is not
+    assert not (tmp / f"prefetch.{gone}.Ab12Cd34").exists()
+    assert live.exists()

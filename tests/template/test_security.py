@@ -24,7 +24,7 @@ SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
 OPERATIONS = ROOT / "docs" / "operations.md"
 DEAD_LETTER_QUEUES = {"ImagePushDLQ", "AuditDLQ", "NodeJoinDLQ", "EventDeliveryDLQ"}
-SENDING_FUNCTIONS = {"ImagePushFunction", "NodeJoinFunction"}
+SENDING_FUNCTIONS = {"ImagePushFunction", "NodeJoinFunction", "SsmAuditFunction"}
 
 
 # ---------------------------------------------------------------- helpers ----------------

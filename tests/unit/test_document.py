@@ -8,7 +8,10 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prefetcher import refs
+from prefetcher_cli.local import ssm_agent
 from prefetcher_cli.local.template import load
 
 from tests.helpers import ROOT
@@ -39,7 +42,7 @@ def test_every_parameter_has_an_allowed_pattern_and_env_var_interpolation(docume
     for name, spec in document["parameters"].items():
         assert spec.get("allowedPattern"), name
         if "default" in spec:
-            assert re.search(spec["allowedPattern"], spec["default"]), name
+            assert ssm_agent.go_compile(spec["allowedPattern"]).search(spec["default"]), name
         if name == "executionTimeout":
             continue
         assert spec.get("interpolationType") == "ENV_VAR", name
@@ -63,6 +66,59 @@ def test_the_script_never_interpolates_parameters_as_text():
 
 def test_the_images_pattern_is_the_one_the_functions_use(document):
     assert document["parameters"]["Images"]["allowedPattern"] == refs.IMAGES_PARAMETER
+
+
+def test_every_pattern_compiles_as_the_ssm_agent_compiles_it(document):
+    # Given the document's patterns, when each node's SSM agent compiles them with Go's regexp
+    # (RE2: no counted repeat above 1000, alone or nested; no lookaround, no backreference),
+    # then each compiles: a pattern that does not fails every invocation on every node.
+    for spec in document["parameters"].values():
+        ssm_agent.go_compile(spec["allowedPattern"])  # raises ValueError with RE2's reason
+    for pattern in (refs.REGISTRY, refs.REPOSITORY, refs.TAG, refs.DIGEST, refs.IMAGE_ITEM):
+        ssm_agent.go_compile(pattern)
+
+
+_names = st.from_regex(r"[a-z0-9]{1,8}([._-][a-z0-9]{1,8}){0,3}", fullmatch=True)
+_items = st.builds(
+    lambda registry, repository, tag, digest: f"{registry}/{repository}{tag}@sha256:{digest}",
+    st.sampled_from(["123456789012.dkr.ecr.us-east-1.amazonaws.com", "localhost:5000", "r.example"]),
+    st.lists(_names, min_size=1, max_size=3).map("/".join),
+    st.sampled_from(["", ":v1", ":v1.4.0-rc_1"]),
+    st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+)
+_noise = st.sampled_from(["", "A", "\n", " ", ";id", "$(id)", ",", "..", "sha256:", ":", "@", "é", "/"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_items, _noise, st.integers(min_value=0, max_value=200)), min_size=1, max_size=5))
+def test_the_agent_and_the_senders_agree_on_every_images_value(parts):
+    # Given an Images value (valid items, some spoilt at a random place)
+    items = [item[:at] + noise + item[at:] for item, noise, at in parts]
+    value = ",".join(items)
+    # When the SSM agent's check (RE2) and the functions' own parsing read it
+    agent = ssm_agent.go_compile(refs.IMAGES_PARAMETER).search(value) is not None
+    python = re.search(refs.IMAGES_PARAMETER, value) is not None
+    try:
+        refs.parse_images_parameter(value)
+        senders = True
+    except ValueError:
+        senders = False
+    # Then Go's regexp and Python's read the pattern the same way, and the senders accept exactly
+    # what the pattern accepts within the bounds a RE2 pattern cannot carry (lengths, 50 images)
+    assert agent == python, value
+    assert senders == (agent and within_bounds(value)), value
+
+
+def within_bounds(value: str) -> bool:
+    items = value.split(",")
+    if len(value) > refs.IMAGES_MAX_LENGTH or len(items) > refs.MAX_IMAGES_PER_COMMAND:
+        return False
+    for item in items:
+        registry, _, rest = item.rpartition("@")[0].partition("/")
+        repository = rest.rsplit(":", 1)[0] if ":" in rest else rest
+        if len(registry) > 255 or not 2 <= len(repository) <= refs.REPOSITORY_MAX:
+            return False
+    return True
 
 
 def test_the_agent_validates_with_the_same_patterns():

@@ -30,12 +30,16 @@ def test_membership_of_each_kind_of_node():
         "cluster": "c1",
         "node_group": "general",
         "kind": "managed",
+        "cluster_tag": "eks:cluster-name",
     }
     assert membership(node_tags(NodeSpec("c1", "karpenter", "gpu"))).__dict__ == {
         "cluster": "c1",
         "node_group": "gpu",
         "kind": "karpenter",
+        "cluster_tag": "eks:eks-cluster-name",
     }
-    assert membership(node_tags(NodeSpec("c1", "self-managed", "asg"))).kind == "self-managed"
+    # A self-managed node carries only kubernetes.io/cluster/<name>: no tag the IAM policy accepts
+    self_managed = membership(node_tags(NodeSpec("c1", "self-managed", "asg")))
+    assert (self_managed.kind, self_managed.cluster, self_managed.cluster_tag) == ("self-managed", "c1", "")
     assert membership({"Name": "bastion"}) is None
     assert membership({"kubernetes.io/cluster/c1": "something-else"}) is None

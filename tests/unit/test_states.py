@@ -35,7 +35,14 @@ def line(image: ImageRef, outcome: str, error: str = "", size: int = 1000, secon
     )
 
 
-def updates(status: str, invocation: Invocation | None = None, command: str = CMD1, requested=T0, images=(IMAGE_A,)):
+def updates(
+    status: str,
+    invocation: Invocation | None = None,
+    command: str = CMD1,
+    requested=T0,
+    images=(IMAGE_A,),
+    last_try: bool = False,
+):
     return plan(
         status=status,
         observed_at=requested + timedelta(seconds=30),
@@ -45,6 +52,7 @@ def updates(status: str, invocation: Invocation | None = None, command: str = CM
         cluster="ml-prod",
         images=list(images),
         invocation=invocation,
+        last_try=last_try,
     )
 
 
@@ -109,10 +117,73 @@ def test_invocations_that_end_without_result_lines_get_a_readable_reason(status,
     assert reason in update.reason
 
 
-def test_success_without_a_line_still_means_cached():
-    # The agent exits 0 only if every image is pulled or present; output may be cut at 24,000 chars.
+def test_an_image_the_node_did_not_report_is_unknown_not_cached():
+    # Given an agent that exited 0 but printed no line for an image
     (update,) = updates("Success", Invocation(status="Success", response_code=0, stdout=""))
-    assert update.state == NodeState.CACHED
+    # Then it is not recorded as held, nor as failed: it is unknown, to be sent again
+    assert update.state == NodeState.UNKNOWN
+    assert not update.state.holds_image and not update.state.is_failure
+    assert "no result line" in update.reason
+
+
+def test_output_cut_by_the_ssm_agent_makes_the_images_past_the_cut_unknown():
+    # Given 3 result lines, the output cut by the SSM agent inside the second (24,000 bytes kept:
+    # 23,980 and the suffix)
+    images = [ImageRef(REGISTRY, f"ml/model-{n}", "sha256:" + f"{n}" * 64, "v1") for n in range(3)]
+    whole = "".join(line(image, "pulled") + "\n" for image in images)
+    cut = whole[: len(line(images[0], "pulled")) + 30] + "--output truncated--"
+    # When the status is Success (the agent exits 0) or Failed
+    for status in ("Success", "Failed"):
+        result = updates(status, Invocation(status=status, response_code=0, stdout=cut), images=images)
+        # Then the first is cached, and the cut one and the missing one are unknown, not cached
+        assert [u.state for u in result] == [NodeState.CACHED, NodeState.UNKNOWN, NodeState.UNKNOWN]
+        assert "cut at 24,000" in result[2].reason
+
+
+def test_an_image_still_unreported_on_its_last_try_is_failed_with_why():
+    (update,) = updates("Success", Invocation(status="Success", response_code=0, stdout=""), last_try=True)
+    assert update.state == NodeState.FAILED
+    assert "no result line" in update.reason and "sent again" in update.reason
+
+
+def test_execution_timeout_keeps_the_lines_printed_before_the_kill():
+    # Given an agent stopped at the execution timeout after it reported one of two images
+    stdout = line(IMAGE_A, "pulled") + "\n"
+    invocation = Invocation(status="TimedOut", status_details="Execution Timed Out", response_code=137, stdout=stdout)
+    first, second = updates("TimedOut", invocation, images=(IMAGE_A, IMAGE_B))
+    # Then the reported one is cached and the other timed out
+    assert (first.state, second.state) == (NodeState.CACHED, NodeState.TIMED_OUT)
+
+
+def test_the_failure_reason_is_the_scripts_own_not_the_ssm_agents_exit_line():
+    # Given a script that failed (exit 3) with its own last line, to which the SSM agent appended
+    # its own text (amazon-ssm-agent's runShellScript plugin)
+    stderr = (
+        "2026-11-29T10:15:02Z prefetch: 1 image(s), parallelism 3\n"
+        "2026-11-29T10:15:03Z prefetch: neither ctr nor apiclient found: is this an EKS node with containerd?\n"
+        "failed to run commands: exit status 3"
+    )
+    (update,) = updates("Failed", Invocation(status="Failed", status_details="Failed", response_code=3, stderr=stderr))
+    assert update.state == NodeState.FAILED
+    assert update.reason == (
+        "agent exited with code 3: neither ctr nor apiclient found: is this an EKS node with containerd?"
+    )
+
+
+def test_a_fatal_line_on_stdout_is_the_reason():
+    stdout = '{"fatal":"rejected: MinFreeDiskMiB must be a whole number of MiB"}\n'
+    invocation = Invocation(status="Failed", status_details="Failed", response_code=2, stdout=stdout,
+                            stderr="x" * 7980 + "--output truncated--")  # fmt: skip
+    (update,) = updates("Failed", invocation)
+    assert (update.state, update.reason) == (NodeState.FAILED, "rejected: MinFreeDiskMiB must be a whole number of MiB")
+
+
+def test_an_invocation_the_ssm_agent_refused_before_the_script_says_so():
+    # The agent fails the document when a parameter does not pass its allowedPattern (Go regexp):
+    # status Failed, no step ran, nothing printed.
+    (update,) = updates("Failed", Invocation(status="Failed", status_details="Failed", response_code=-1))
+    assert update.state == NodeState.FAILED
+    assert "before the script ran" in update.reason and "allowedPattern" in update.reason
 
 
 def test_garbage_lines_are_ignored():

@@ -180,6 +180,7 @@ def run_agent(
     hosts_dir: Path | None = None,
     path_prefix: list[Path] | None = None,
     execution_timeout: float = 600,
+    tmp_dir: Path | None = None,
 ) -> Report:
     """Run the document's script as the SSM agent would (ssm_agent.py): `sh -c <script>` in its
     own process group, parameters only as SSM_<name> environment variables, SIGKILL at
@@ -191,7 +192,7 @@ def run_agent(
         "HOME": "/root",
         "CONTAINERD_ADDRESS": str(containerd.socket),
         "PREFETCH_CONTAINERD_ROOT": str(containerd.root),
-        "TMPDIR": tempfile.gettempdir(),
+        "TMPDIR": str(tmp_dir or tempfile.gettempdir()),
         **({"PREFETCH_HOSTS_DIR": str(hosts_dir)} if hosts_dir else {}),
         **{f"SSM_{name}": value for name, value in parameters.items() if name != "executionTimeout"},
     }

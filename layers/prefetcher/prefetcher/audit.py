@@ -3,23 +3,28 @@ each image on that node."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from prefetcher import ssm, states
-from prefetcher.errors import CommandNotFoundError, TransientError
+from prefetcher import commands, sends, ssm, states
+from prefetcher.errors import CommandNotFoundError, NodeNotReachableError, NotPermittedError, TransientError
 from prefetcher.events import CommandInvocationEvent
+from prefetcher.refs import ImageRef
 from prefetcher.settings import AuditSettings
-from prefetcher.states import Invocation, NodeImageUpdate
-from prefetcher.store import AuditTable
+from prefetcher.states import Invocation, NodeImageUpdate, NodeState
+from prefetcher.store import AuditTable, CommandRecord
 
 logger = Logger(child=True)
 
 GetInvocation = Callable[[str, str], Invocation]
+# An image a node did not report is sent again; after this many commands in all it is failed.
+MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class AuditResult:
     reason: str = ""
     applied: list[NodeImageUpdate] = field(default_factory=list)
     stale: int = 0
+    sent_again: list[str] = field(default_factory=list)  # commands sending unreported images again
 
 
 def is_our_document(document_name: str, ours: str) -> bool:
@@ -41,9 +47,12 @@ class Planned:
 
     event: CommandInvocationEvent
     updates: list[NodeImageUpdate]
-    command_kind: str = ""
-    cluster: str = ""
+    command: CommandRecord | None = None
     ignored: str = ""
+
+    @property
+    def cluster(self) -> str:
+        return self.command.cluster if self.command else ""
 
 
 def plan_status(
@@ -84,18 +93,62 @@ def plan_status(
         cluster=command.cluster,
         images=list(command.images),
         invocation=invocation,
+        last_try=command.attempt >= MAX_ATTEMPTS,
     )
-    return Planned(event=event, updates=updates, command_kind=command.kind, cluster=command.cluster)
+    return Planned(event=event, updates=updates, command=command)
 
 
-def finish(planned: Planned, written: list[bool], table: AuditTable) -> AuditResult:
-    """After the writes: the result, and a joining node that now holds everything is warm."""
+def send_again(planned: Planned, images: list[ImageRef], settings: AuditSettings, table: AuditTable) -> list[str]:
+    """Send the images a node did not report to that node again (once per command and node,
+    however often the status event comes). If SSM cannot reach the node any more, or may not
+    send to it, that is recorded instead."""
+    command = planned.command
+    if command is None:
+        raise ValueError("only a planned command's images can be sent again")
+    instance_id = planned.event.detail.instance_id
+    sent: list[str] = []
+    try:
+        for chunk in commands.split(images):
+            digests = hashlib.sha256(",".join(i.agent_item for i in chunk).encode()).hexdigest()[:16]
+            command_id, requested_at = sends.send_once(
+                table, f"again#{command.command_id}#{instance_id}#{digests}", chunk, settings.agent,
+                f"again {instance_id} ({command.cluster}), try {command.attempt + 1}", instance_ids=[instance_id],
+            )  # fmt: skip
+            table.record_command(
+                CommandRecord(
+                    command_id=command_id, kind="again", cluster=command.cluster, images=tuple(chunk),
+                    requested_at=requested_at, event_id=command.event_id, instance_id=instance_id,
+                    target=f"InstanceIds={instance_id}", attempt=command.attempt + 1,
+                )
+            )  # fmt: skip
+            sent.append(command_id)
+    except (NodeNotReachableError, NotPermittedError) as error:
+        state = NodeState.UNDELIVERABLE if isinstance(error, NodeNotReachableError) else NodeState.FAILED
+        now = datetime.now(UTC)
+        for image in images:
+            table.apply(
+                NodeImageUpdate(
+                    image=image, instance_id=instance_id, cluster=command.cluster,
+                    command_id=f"again-{command.command_id}", requested_at=now, state=state, observed_at=now,
+                    reason=f"not reported, and could not be sent again: {error}",
+                )
+            )  # fmt: skip
+    if sent:
+        logger.info("unreported images sent again", extra={"instance_id": instance_id, "commands": sent})
+    return sent
+
+
+def finish(planned: Planned, written: list[bool], table: AuditTable, settings: AuditSettings) -> AuditResult:
+    """After the writes: the result, images the node did not report sent again, and a joining
+    node that now holds everything is warm."""
     if planned.ignored:
         return AuditResult(action="ignored", reason=planned.ignored)
     updates = planned.updates
     applied = [u for u, ok in zip(updates, written, strict=True) if ok]
     detail = planned.event.detail
-    if planned.command_kind == "join" and updates and all(u.state.holds_image for u in updates):
+    unreported = [u.image for u in updates if u.state is NodeState.UNKNOWN]
+    sent_again = send_again(planned, unreported, settings, table) if unreported else []
+    if planned.command and planned.command.kind == "join" and updates and all(u.state.holds_image for u in updates):
         finished = max(u.finished_at or u.observed_at for u in updates)
         if table.node_warm(planned.cluster, detail.instance_id, finished):
             logger.info("node warm", extra={"instance_id": detail.instance_id, "cluster": planned.cluster})
@@ -109,7 +162,7 @@ def finish(planned: Planned, written: list[bool], table: AuditTable) -> AuditRes
             "stale": len(updates) - len(applied),
         },
     )
-    return AuditResult(action="applied", applied=applied, stale=len(updates) - len(applied))
+    return AuditResult(action="applied", applied=applied, stale=len(updates) - len(applied), sent_again=sent_again)
 
 
 def handle_status(
@@ -120,7 +173,7 @@ def handle_status(
 ) -> AuditResult:
     """One status event, written at once (conditional UpdateItem per image)."""
     planned = plan_status(event, settings, table, get_invocation)
-    return finish(planned, [table.apply(u) for u in planned.updates], table)
+    return finish(planned, [table.apply(u) for u in planned.updates], table, settings)
 
 
 @dataclass
@@ -136,6 +189,13 @@ def _newest_first(event: CommandInvocationEvent) -> tuple[int, datetime]:
     return rank, event.time
 
 
+def _in_parallel(work: Callable[[Any], Any], items: list[Any], workers: int) -> list[Any]:
+    if len(items) <= 1 or workers <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(work, items))
+
+
 def handle_batch(
     events: list[tuple[str, CommandInvocationEvent]],
     settings: AuditSettings,
@@ -146,7 +206,8 @@ def handle_batch(
 ) -> BatchOutcome:
     """Apply a batch of status events: one update per invocation (the newest status of each
     command and instance in the batch; the older ones could only be stale beside it), the
-    invocations read in parallel, then all the writes in batches of 25 conditional statements.
+    invocations read in parallel, then all the writes in batches of 25 conditional statements,
+    then what follows each (sending unreported images again, a node's warm mark) in parallel.
     Every message of an invocation shares its outcome."""
     groups: dict[tuple[str, str], list[tuple[str, CommandInvocationEvent]]] = {}
     for message_id, event in events:
@@ -161,11 +222,7 @@ def handle_batch(
             return error
 
     members = list(groups.values())
-    if len(members) <= 1 or workers <= 1:
-        planned = [plan(m) for m in members]
-    else:
-        with ThreadPoolExecutor(max_workers=min(workers, len(members))) as pool:
-            planned = list(pool.map(plan, members))
+    planned = _in_parallel(plan, members, workers)
 
     ready = [(m, p) for m, p in zip(members, planned, strict=True) if isinstance(p, Planned)]
     for group, failure in zip(members, planned, strict=True):
@@ -181,14 +238,19 @@ def handle_batch(
                     outcome.errors[message_id] = error
         ready = [(g, p) for g, p in ready if not p.updates]
         written = []
+    slices = []
     position = 0
-    for group, p in ready:
-        mine = written[position : position + len(p.updates)]
+    for _, p in ready:
+        slices.append((p, written[position : position + len(p.updates)]))
         position += len(p.updates)
+
+    def follow_up(planned_and_written: tuple[Planned, list[bool]]) -> AuditResult | Exception:
         try:
-            result: AuditResult | Exception = finish(p, mine, table)
-        except Exception as error:  # noqa: BLE001 - the warm mark failed: the queue retries it
-            result = error
+            return finish(*planned_and_written, table, settings)
+        except Exception as error:  # noqa: BLE001 - a send again or the warm mark failed: the queue retries it
+            return error
+
+    for (group, _), result in zip(ready, _in_parallel(follow_up, slices, workers), strict=True):
         for message_id, _ in group:
             if isinstance(result, Exception):
                 outcome.errors[message_id] = result

@@ -29,6 +29,11 @@ class NodeNotReachableError(TransientError):
     """SSM cannot reach the node yet (its agent has not registered: InvalidInstanceId)."""
 
 
+class NotPermittedError(PrefetcherError):
+    """IAM denied SendCommand on the named instance: permanent until the instance (or the policy)
+    changes, so it is recorded with its reason at once, never retried."""
+
+
 class ImageNotFoundError(PrefetcherError):
     """The audit table knows nothing of the image the user asked about."""
 

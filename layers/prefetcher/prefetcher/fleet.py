@@ -47,6 +47,9 @@ class Membership:
     cluster: str
     node_group: str
     kind: str  # managed | karpenter | self-managed
+    # The EKS tag that names the cluster (eks:cluster-name or eks:eks-cluster-name), which the
+    # stack's IAM policy requires for SendCommand; "" when the instance has neither.
+    cluster_tag: str = ""
 
 
 def membership(tags: dict[str, str]) -> Membership | None:
@@ -59,8 +62,9 @@ def membership(tags: dict[str, str]) -> Membership | None:
     cluster = tags.get(MANAGED_CLUSTER_TAG) or tags.get(KARPENTER_CLUSTER_TAG) or (clusters[0] if clusters else "")
     if not cluster:
         return None
+    cluster_tag = next((key for key in (MANAGED_CLUSTER_TAG, KARPENTER_CLUSTER_TAG) if tags.get(key) == cluster), "")
     if "eks:nodegroup-name" in tags:
-        return Membership(cluster, tags["eks:nodegroup-name"], "managed")
+        return Membership(cluster, tags["eks:nodegroup-name"], "managed", cluster_tag)
     if "karpenter.sh/nodepool" in tags:
-        return Membership(cluster, tags["karpenter.sh/nodepool"], "karpenter")
-    return Membership(cluster, tags.get("aws:autoscaling:groupName", ""), "self-managed")
+        return Membership(cluster, tags["karpenter.sh/nodepool"], "karpenter", cluster_tag)
+    return Membership(cluster, tags.get("aws:autoscaling:groupName", ""), "self-managed", cluster_tag)

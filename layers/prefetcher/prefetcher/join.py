@@ -5,18 +5,22 @@ stops or terminates leaves coverage."""
 from __future__ import annotations
 
 import hashlib
+import json
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
 
-from prefetcher import clients, sends
-from prefetcher.errors import NodeNotReachableError
+from prefetcher import clients, commands, sends
+from prefetcher.errors import NodeNotReachableError, NotPermittedError
 from prefetcher.events import InstanceStateEvent
-from prefetcher.fleet import Membership, membership
-from prefetcher.refs import MAX_IMAGES_PER_COMMAND, ImageRef
+from prefetcher.fleet import KARPENTER_CLUSTER_TAG, MANAGED_CLUSTER_TAG, Membership, membership
+from prefetcher.refs import ImageRef
 from prefetcher.settings import JoinSettings
 from prefetcher.states import NodeImageUpdate, NodeState
 from prefetcher.store import AuditTable, CommandRecord
@@ -25,6 +29,96 @@ logger = Logger(child=True)
 
 LEAVING = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
 DESCRIBE_FILTER_MAX = 200  # values per DescribeInstances filter
+QUARANTINED = frozenset({"undeliverable", "not-permitted"})  # kept in the DLQ with the reason
+# A batch's records are applied this many at a time. One record makes about 9 AWS calls; at the
+# design point of 1 s a call (throttled and retried, 10 to 20 times the usual latency) a batch of
+# 25 takes ceil(25 / 8) x 9 s, about 36 s, within the function's 120 s (docs/scale.md).
+WORKERS = 8
+# No record is started with less than this left of the function's time (its worst case at 2 s a
+# call): it is reported failed and the queue delivers it again.
+RECORD_SECONDS = 20
+
+
+class Record(Protocol):
+    """An SQS record as the batch needs it (Powertools' SQSRecord)."""
+
+    @property
+    def message_id(self) -> str: ...
+
+    @property
+    def raw_event(self) -> dict[str, Any]: ...
+
+
+def receive_count(raw: dict[str, Any]) -> int:
+    """How many times SQS has delivered this record (1 the first time)."""
+    return int(raw.get("attributes", {}).get("ApproximateReceiveCount") or "1")
+
+
+def instance_ids(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The instance ids a batch's bodies name (the record handler rejects malformed ones)."""
+    ids = []
+    for record in records:
+        try:
+            instance_id = json.loads(record["body"])["detail"]["instance-id"]
+        except (KeyError, TypeError, ValueError):
+            continue
+        if isinstance(instance_id, str) and instance_id.startswith("i-") and len(instance_id) < 32:
+            ids.append(instance_id)
+    return ids
+
+
+@dataclass
+class BatchOutcome:
+    """What became of each record of a batch: its action, or the error that makes it retried."""
+
+    actions: Counter[str] = field(default_factory=Counter)
+    errors: dict[str, Exception] = field(default_factory=dict)
+
+    def report(self, record: Record) -> str:
+        """For Powertools' BatchProcessor: raising makes the record a batch item failure."""
+        error = self.errors.get(record.message_id)
+        if error is not None:
+            raise error
+        return "applied"
+
+
+def apply_batch(
+    records: list[Any],
+    apply: Callable[[Any], str],
+    *,
+    remaining_ms: Callable[[], int],
+    workers: int = WORKERS,
+    record_seconds: float = RECORD_SECONDS,
+) -> BatchOutcome:
+    """Apply every record, `workers` at a time, records on their last receives first. A record
+    that would start with less than `record_seconds` of the function's time left is not started
+    (it fails and comes back), so the batch ends inside the function's timeout."""
+    outcome = BatchOutcome()
+    lock = threading.Lock()
+
+    def one(record: Any) -> None:
+        action, error = "", None  # type: str, Exception | None
+        if remaining_ms() < record_seconds * 1000:
+            error = TimeoutError("not started: too little of the function's time was left; delivered again")
+        else:
+            try:
+                action = apply(record)
+            except Exception as failure:  # noqa: BLE001 - reported per record; the queue retries it
+                error = failure
+        with lock:
+            if error is not None:
+                outcome.errors[record.message_id] = error
+            else:
+                outcome.actions[action] += 1
+
+    ordered = sorted(records, key=lambda record: -receive_count(record.raw_event))
+    if len(ordered) <= 1 or workers <= 1:
+        for record in ordered:
+            one(record)
+    else:
+        with ThreadPoolExecutor(max_workers=min(workers, len(ordered))) as pool:
+            list(pool.map(one, ordered))
+    return outcome
 
 
 def describe_memberships(instance_ids: Iterable[str]) -> dict[str, Membership | None]:
@@ -54,7 +148,7 @@ def describe_memberships(instance_ids: Iterable[str]) -> dict[str, Membership | 
 
 @dataclass(frozen=True)
 class JoinResult:
-    action: str  # ignored | joined | left | stale | undeliverable | sent
+    action: str  # ignored | joined | left | stale | undeliverable | not-permitted | sent
     reason: str = ""
     commands: list[str] = field(default_factory=list)
     images: int = 0
@@ -77,10 +171,10 @@ def targeted(member: Membership | None, settings: JoinSettings) -> str:
 def send_images(
     table: AuditTable, settings: JoinSettings, *, cluster: str, instance_id: str, images: list[ImageRef], event_id: str
 ) -> list[str]:
-    """One command per 50 images (usually one), to this node only; each is recorded."""
+    """As few commands as the node's output allows (commands.split; usually one), to this node
+    only; each is recorded."""
     sent = []
-    for start in range(0, len(images), MAX_IMAGES_PER_COMMAND):
-        chunk = images[start : start + MAX_IMAGES_PER_COMMAND]
+    for chunk in commands.split(images):
         digests = hashlib.sha256(",".join(i.agent_item for i in chunk).encode()).hexdigest()[:16]
         command_id, requested_at = sends.send_once(
             table, f"join#{event_id}#{instance_id}#{digests}", chunk, settings.agent,
@@ -104,10 +198,11 @@ def handle_state(
     members: dict[str, Membership | None],
     attempt: int,
     back_off: Callable[[int], None],
-    give_up: Callable[[str], None],
+    give_up: Callable[[str, str], None],
 ) -> JoinResult:
     """Apply one state change. `attempt` is this event's delivery count; `back_off(seconds)`
-    makes the queue redeliver it later; `give_up(reason)` keeps it in the dead-letter queue."""
+    makes the queue redeliver it later; `give_up(reason, error_type)` keeps it in the
+    dead-letter queue (redriven once the cause is fixed)."""
     instance_id, state = event.detail.instance_id, event.detail.state
     member = members.get(instance_id)
     if state in LEAVING:
@@ -142,8 +237,11 @@ def handle_state(
                 f"undeliverable: the node's SSM agent did not register within {attempt} tries "
                 f"(about {sum(settings.retry_delay(n) for n in range(1, attempt))} s after it started): {error}"
             )
-            record_undeliverable(table, member.cluster, instance_id, images=images, event=event, reason=reason)
-            give_up(reason)
+            record_not_warmed(
+                table, member.cluster, instance_id, images=images, event=event, reason=reason,
+                state=NodeState.UNDELIVERABLE,
+            )  # fmt: skip
+            give_up(reason, "NodeUndeliverable")
             return JoinResult(action="undeliverable", reason=reason, images=len(images))
         delay = settings.retry_delay(attempt)
         logger.info(
@@ -152,6 +250,16 @@ def handle_state(
         )
         back_off(delay)
         raise
+    except NotPermittedError as error:
+        # IAM answers the same on every try: record why at once, keep the event to redrive once
+        # the node (or the policy) is fixed.
+        reason = not_permitted_reason(member, instance_id, error)
+        record_not_warmed(
+            table, member.cluster, instance_id, images=images, event=event, reason=reason, state=NodeState.FAILED
+        )
+        give_up(reason, "NodeNotPermitted")
+        logger.warning("node not permitted", extra={"instance_id": instance_id, "reason": reason})
+        return JoinResult(action="not-permitted", reason=reason, images=len(images))
     # A push may have changed the catalog while this node was joining: send what is missing
     # (a push that records its image after this read reaches the node itself, as the node is
     # now registered).
@@ -167,15 +275,59 @@ def handle_state(
     return JoinResult(action="sent", commands=commands, images=len(images) + len(missing))
 
 
-def record_undeliverable(
-    table: AuditTable, cluster: str, instance_id: str, *, images: list[ImageRef], event: InstanceStateEvent, reason: str
+def give_up_on(
+    event: InstanceStateEvent,
+    table: AuditTable,
+    settings: JoinSettings,
+    *,
+    members: dict[str, Membership | None],
+    reason: str,
+    give_up: Callable[[str, str], None],
 ) -> None:
-    table.node_undeliverable(cluster, instance_id, reason)
+    """An event that failed on its last receive: the node (if it is one of ours) is recorded
+    with the reason, and the event is kept in the dead-letter queue with it."""
+    why = f"not applied after {settings.join_max_attempts} receives: {reason}"
+    member = members.get(event.detail.instance_id)
+    if member is not None and event.detail.state == "running" and not targeted(member, settings):
+        try:
+            table.node_undeliverable(member.cluster, event.detail.instance_id, why, state=str(NodeState.FAILED))
+        except Exception as error:  # noqa: BLE001 - the event still goes to the DLQ with its reason
+            logger.warning("could not record the node", extra={"reason": str(error)})
+    give_up(why, "NodeEventFailed")
+
+
+def not_permitted_reason(member: Membership, instance_id: str, error: Exception) -> str:
+    """Why IAM refused SendCommand to a node, in words that say what to change."""
+    wanted = f"{MANAGED_CLUSTER_TAG}={member.cluster} (or {KARPENTER_CLUSTER_TAG}={member.cluster})"
+    if not member.cluster_tag:
+        return (
+            f"not permitted: the stack may run its document only on instances tagged {wanted}; {instance_id} "
+            f"({member.kind} node of {member.cluster}) has neither tag: add {MANAGED_CLUSTER_TAG}={member.cluster} "
+            "to the node (docs/operations.md, Self-managed nodes), then redrive NodeJoinDLQ"
+        )
+    return (
+        f"not permitted: SendCommand to {instance_id} was denied although it carries "
+        f"{member.cluster_tag}={member.cluster}: the functions' IAM policy does not match template.yaml ({error})"
+    )
+
+
+def record_not_warmed(
+    table: AuditTable,
+    cluster: str,
+    instance_id: str,
+    *,
+    images: list[ImageRef],
+    event: InstanceStateEvent,
+    reason: str,
+    state: NodeState,
+) -> None:
+    """The node and each image it was to get, recorded with why it did not get them."""
+    table.node_undeliverable(cluster, instance_id, reason, state=str(state))
     for image in images:
         table.apply(
             NodeImageUpdate(
                 image=image, instance_id=instance_id, cluster=cluster, command_id=f"join-{event.id}",
-                requested_at=event.time, state=NodeState.UNDELIVERABLE, observed_at=datetime.now(event.time.tzinfo),
+                requested_at=event.time, state=state, observed_at=datetime.now(event.time.tzinfo),
                 reason=reason,
             )
         )  # fmt: skip

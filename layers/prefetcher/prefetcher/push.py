@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from aws_lambda_powertools import Logger
 
-from prefetcher import sends
+from prefetcher import clients, sends, ssm
 from prefetcher.events import EcrImageActionEvent
 from prefetcher.fleet import CommandTarget, cluster_targets
 from prefetcher.refs import ImageRef
@@ -52,6 +52,28 @@ def target_label(target: CommandTarget) -> str:
     return " AND ".join(f"{key}={'|'.join(values)}" for key, values in target.targets)
 
 
+def target_nodes(target: CommandTarget) -> int:
+    """How many running instances a tag target reaches now (DescribeInstances with the same tag
+    filters SSM resolves; one call per 1,000 instances)."""
+    filters = [{"Name": key, "Values": list(values)} for key, values in target.targets]
+    filters.append({"Name": "instance-state-name", "Values": ["running"]})
+    pages = (
+        clients.client("ec2")
+        .get_paginator("describe_instances")
+        .paginate(Filters=filters, PaginationConfig={"PageSize": 1000})
+    )
+    return sum(len(reservation.get("Instances", [])) for page in pages for reservation in page.get("Reservations", []))
+
+
+def rollout_turns(target: CommandTarget, settings: ImagePushSettings) -> int:
+    """The turns of a rollout to `target` (ssm.command_timeout sizes the command's lifetime with
+    them): a percentage MaxConcurrency bounds them whatever the fleet; with a number, the nodes
+    are counted."""
+    concurrency = settings.agent.max_concurrency
+    nodes = None if concurrency.endswith("%") else target_nodes(target)
+    return ssm.rollout_turns(concurrency, nodes)
+
+
 def dispatch_to_target(
     image: ImageRef, target: CommandTarget, settings: ImagePushSettings, table: AuditTable, event_id: str
 ) -> SentCommand:
@@ -60,8 +82,9 @@ def dispatch_to_target(
     label = target_label(target)
     comment = f"push {image.repository}:{image.tag} to {target.cluster}"
     command_id, requested_at = sends.send_once(
-        table, f"push#{event_id}#{label}", [image], settings.agent, comment, target=target
-    )
+        table, f"push#{event_id}#{label}", [image], settings.agent, comment, target=target,
+        turns=rollout_turns(target, settings),
+    )  # fmt: skip
     table.record_command(
         CommandRecord(
             command_id=command_id,

@@ -38,8 +38,10 @@ def send_once(
     *,
     target: CommandTarget | None = None,
     instance_ids: list[str] | None = None,
+    turns: int = 1,
 ) -> tuple[str, datetime]:
-    """The command id and requested time of the one command for `key`, sending it if needed."""
+    """The command id and requested time of the one command for `key`, sending it if needed
+    (for a rollout of `turns`: ssm.command_timeout)."""
     now = datetime.now(UTC)
     claim = table.claim_send(key, now)
     if claim is not None and claim.get("command_id"):
@@ -51,7 +53,7 @@ def send_once(
             table.complete_send(key, *found)
             return found
     command_id, requested_at = ssm.send_pull(
-        images, agent, f"{tag} {comment}", target=target, instance_ids=instance_ids, marker=tag
+        images, agent, f"{tag} {comment}", target=target, instance_ids=instance_ids, marker=tag, turns=turns
     )
     table.complete_send(key, command_id, requested_at)
     return command_id, requested_at

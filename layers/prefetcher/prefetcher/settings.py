@@ -122,7 +122,17 @@ class ImagePushSettings(_PullSettings):
 
 
 class AuditSettings(_Settings):
+    """The audit function reads results and sends again the images a node did not report."""
+
     document_name: str = Field(alias="DOCUMENT_NAME", min_length=3, max_length=128)
+    agent: AgentSettings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, data: object) -> object:
+        if isinstance(data, dict):
+            return {**data, "agent": data.get("agent", data)}
+        return data
 
 
 class JoinSettings(_PullSettings):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from prefetcher import clients
-from prefetcher.errors import ConfigurationError, NodeNotReachableError, TransientError
+from prefetcher.errors import ConfigurationError, NodeNotReachableError, NotPermittedError, TransientError
 from prefetcher.fleet import CommandTarget
 from prefetcher.refs import ImageRef, images_parameter
 from prefetcher.settings import AgentSettings
@@ -33,6 +34,29 @@ def agent_parameters(images: list[ImageRef], agent: AgentSettings) -> dict[str, 
     }
 
 
+TIMEOUT_SECONDS_MAX = 2_592_000  # SendCommand's TimeoutSeconds: at most 30 days
+
+
+def rollout_turns(max_concurrency: str, nodes: int | None) -> int:
+    """How many nodes run after one another at most (turns), with `max_concurrency` of `nodes`
+    targets running at the same time: a percentage p gives at most ceil(100 / p) turns whatever
+    the fleet's size; a number n gives ceil(nodes / n)."""
+    if max_concurrency.endswith("%"):
+        return math.ceil(100 / int(max_concurrency[:-1]))
+    return max(1, math.ceil((nodes or 1) / int(max_concurrency)))
+
+
+def command_timeout(agent: AgentSettings, turns: int = 1) -> int:
+    """SendCommand's TimeoutSeconds for a rollout of `turns`. SSM expires a command
+    TimeoutSeconds + executionTimeout after it is sent, and an invocation that has not started
+    TimeoutSeconds after the send is Delivery Timed Out (it never runs). In a rollout, a node may
+    start only when one before it finishes, each taking up to executionTimeout: so every node's
+    start is covered by DeliveryTimeoutSeconds + (turns - 1) x ExecutionTimeoutSeconds (at most
+    30 days, SSM's limit)."""
+    timeout = agent.delivery_timeout_seconds + (turns - 1) * agent.execution_timeout_seconds
+    return min(timeout, TIMEOUT_SECONDS_MAX)
+
+
 # SendCommand is not safe to repeat blindly: its own retries, below, look for the command first.
 SEND_ATTEMPTS = 5
 _THROTTLED = frozenset({"ThrottlingException", "TooManyUpdates", "RequestLimitExceeded"})
@@ -52,15 +76,16 @@ def send_pull(
     target: CommandTarget | None = None,
     instance_ids: list[str] | None = None,
     marker: str = "",
+    turns: int = 1,
 ) -> tuple[str, datetime]:
-    """Send one pull command, by tag targets or to named instances. Returns the command id and
-    SSM's requested time. Throttled tries are repeated with backoff; a try whose outcome is
-    unknown (5xx, timeout, connection error) is repeated only if no command carrying `marker` in
-    its Comment exists by then."""
+    """Send one pull command, by tag targets or to named instances, for a rollout of `turns`
+    (command_timeout). Returns the command id and SSM's requested time. Throttled tries are
+    repeated with backoff; a try whose outcome is unknown (5xx, timeout, connection error) is
+    repeated only if no command carrying `marker` in its Comment exists by then."""
     request: dict[str, Any] = {
         "DocumentName": agent.document_name,
         "Parameters": agent_parameters(images, agent),
-        "TimeoutSeconds": agent.delivery_timeout_seconds,
+        "TimeoutSeconds": command_timeout(agent, turns),
         "MaxConcurrency": agent.max_concurrency,
         "MaxErrors": agent.max_errors,
         "Comment": comment[:COMMENT_MAX],
@@ -82,7 +107,13 @@ def send_pull(
             message = error.response["Error"].get("Message", "")
             if code == "InvalidInstanceId":
                 raise NodeNotReachableError(f"SSM cannot reach {instance_ids}: {message}") from None
-            if code in ("InvalidDocument", "InvalidParameters", "InvalidDocumentVersion", "InvalidRole"):
+            if code == "AccessDeniedException" and instance_ids:
+                # IAM authorises SendCommand on each named instance: no retry changes the answer.
+                raise NotPermittedError(f"SendCommand to {', '.join(instance_ids)} was denied: {message}") from None
+            if code in (
+                "InvalidDocument", "InvalidParameters", "InvalidDocumentVersion", "InvalidRole",
+                "MaxDocumentSizeExceeded", "AccessDeniedException",
+            ):  # fmt: skip
                 raise ConfigurationError(f"SendCommand rejected the request ({code}): {message}") from None
             if code not in _THROTTLED | _AMBIGUOUS:
                 raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,6 +28,10 @@ class NodeState(enum.StrEnum):
     TIMED_OUT = "timed-out"
     UNDELIVERABLE = "undeliverable"
     SKIPPED_DISK = "skipped-disk"
+    # The command ended but the node's output says nothing of this image (cut, or the script
+    # stopped before reporting it): not known to be held, not known to have failed; the audit
+    # function sends it again (audit.resend_unknown).
+    UNKNOWN = "unknown"
 
     @property
     def rank(self) -> int:
@@ -43,7 +48,7 @@ class NodeState(enum.StrEnum):
 
     @property
     def is_failure(self) -> bool:
-        return self.terminal and not self.holds_image
+        return self.terminal and not self.holds_image and self is not NodeState.UNKNOWN
 
 
 TERMINAL_STATUSES = frozenset({"Success", "Failed", "TimedOut", "Cancelled"})
@@ -75,19 +80,66 @@ class AgentResult(BaseModel):
     error: str = Field("", max_length=4000)
 
 
-def parse_agent_output(stdout: str) -> dict[str, AgentResult]:
-    """The agent's result lines, by pinned image reference. Other output is ignored."""
+# What the SSM agent does to a step's output (amazon-ssm-agent, docs/aws-conformance.md): a cut
+# output ends with this suffix, and a non-zero exit adds the agent's own last line to stderr.
+TRUNCATED = "--output truncated--"
+_AGENT_EXIT_LINE = re.compile(r"failed to run commands: (exit status -?[0-9]+|signal: [a-z ]+)\s*$")
+_SCRIPT_LOG = re.compile(r"^[0-9T:-]+Z prefetch: ")
+
+
+@dataclass(frozen=True)
+class AgentOutput:
+    """What the node agent printed: its result lines by pinned image, the reason it gave when it
+    could pull nothing (a `fatal` line), and whether the SSM agent cut the output."""
+
+    results: dict[str, AgentResult]
+    fatal: str = ""
+    truncated: bool = False
+
+
+def read_agent_output(stdout: str) -> AgentOutput:
+    """The agent's lines (see agent/prefetch.sh: the result contract). Other output is ignored;
+    a line cut by the SSM agent is not a line."""
+    truncated = stdout.endswith(TRUNCATED)
+    text = stdout.removesuffix(TRUNCATED)
+    lines = text.splitlines()
+    if truncated and lines:
+        lines = lines[:-1]  # the cut falls inside the last line
     results: dict[str, AgentResult] = {}
-    for raw in stdout.splitlines():
+    fatal = ""
+    for raw in lines:
         line = raw.strip()
-        if not (line.startswith("{") and '"outcome"' in line):
+        if not line.startswith("{"):
             continue
         try:
-            result = AgentResult.model_validate(json.loads(line))
-        except (ValueError, ValidationError):
+            loaded = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(loaded, dict) and isinstance(loaded.get("fatal"), str) and len(loaded) == 1:
+            fatal = loaded["fatal"][:1000]
+            continue
+        try:
+            result = AgentResult.model_validate(loaded)
+        except ValidationError:
             continue
         results[result.image] = result
-    return results
+    return AgentOutput(results=results, fatal=fatal, truncated=truncated)
+
+
+def parse_agent_output(stdout: str) -> dict[str, AgentResult]:
+    """The agent's result lines, by pinned image reference."""
+    return read_agent_output(stdout).results
+
+
+def script_reason(stderr: str) -> str:
+    """The script's own last word on stderr: without the SSM agent's additions (its
+    `failed to run commands: exit status N`, the truncation suffix) and without the script's
+    time stamp."""
+    text = _AGENT_EXIT_LINE.sub("", stderr.removesuffix(TRUNCATED))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    own = [line for line in lines if _SCRIPT_LOG.match(line)]
+    last = (own or lines or [""])[-1]
+    return _SCRIPT_LOG.sub("", last)[:500]
 
 
 _OUTCOME = {
@@ -140,15 +192,9 @@ def _normalise(details: str) -> str:
     return "".join(details.split()).lower()
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
-
-
-def invocation_failure(status: str, invocation: Invocation | None) -> tuple[NodeState, str]:
-    """The state and a readable reason for an invocation that ended without a result line."""
+def invocation_failure(status: str, invocation: Invocation | None, fatal: str = "") -> tuple[NodeState, str]:
+    """The state and a readable reason for an image an invocation ended without reporting."""
     details = _normalise(invocation.status_details) if invocation else ""
-    stderr = _last_line(invocation.stderr) if invocation else ""
     code = invocation.response_code if invocation else -1
     if details == "undeliverable":
         return NodeState.UNDELIVERABLE, (
@@ -157,23 +203,63 @@ def invocation_failure(status: str, invocation: Invocation | None) -> tuple[Node
         )
     if details == "deliverytimedout":
         return NodeState.UNDELIVERABLE, (
-            "delivery timed out: the node did not pick up the command within DeliveryTimeoutSeconds "
-            "(offline, or SSM agent not running)"
+            "delivery timed out: the command expired before this node ran it (the node was offline, "
+            "or its turn in the rollout came after the command's TimeoutSeconds)"
         )
-    if details == "executiontimedout" or (status == "TimedOut" and not details):
-        return NodeState.TIMED_OUT, "execution timed out: the agent ran longer than ExecutionTimeoutSeconds"
-    if status == "Cancelled" or details in ("cancelled", "cancelling"):
-        return NodeState.FAILED, "cancelled: the command was cancelled before this image was pulled"
-    if details == "terminated":
-        return NodeState.FAILED, "terminated: the node stopped or was terminated during the pull"
     if details == "accessdenied":
-        return NodeState.FAILED, "access denied: the SSM agent was not allowed to run the command"
+        return NodeState.FAILED, (
+            "access denied: the stack's IAM policy does not allow SendCommand on this instance (it needs "
+            "the tag eks:cluster-name or eks:eks-cluster-name with its cluster's name)"
+        )
+    if details == "terminated":
+        return NodeState.FAILED, (
+            "terminated: the rollout stopped after more nodes failed than MaxErrors allows; the command "
+            "never ran on this node"
+        )
     if details == "invalidplatform":
         return NodeState.FAILED, "invalid platform: the node is not Linux; the document runs only on Linux"
+    if details == "executiontimedout" or (status == "TimedOut" and not details):
+        return NodeState.TIMED_OUT, (
+            "execution timed out: the agent was stopped at ExecutionTimeoutSeconds before this image was done"
+        )
+    if status == "Cancelled" or details in ("cancelled", "cancelling"):
+        return NodeState.FAILED, "cancelled: the command was cancelled before this image was pulled"
+    if fatal:
+        return NodeState.FAILED, fatal[:1000]
+    if invocation is not None and code == -1 and not invocation.stdout and not invocation.stderr:
+        return NodeState.FAILED, (
+            "the node's SSM agent failed the command before the script ran (a parameter did not pass "
+            "its allowedPattern there, or the document could not be read); nothing was pulled"
+        )
     reason = f"agent exited with code {code}"
-    if stderr:
-        reason += f": {stderr}"
+    said = script_reason(invocation.stderr) if invocation else ""
+    if said:
+        reason += f": {said}"
     return NodeState.FAILED, reason
+
+
+_ENDED_BY_SSM = frozenset(
+    {"undeliverable", "deliverytimedout", "executiontimedout", "accessdenied", "terminated", "invalidplatform"}
+)
+
+
+def _unreported(status: str, invocation: Invocation | None, output: AgentOutput) -> tuple[NodeState, str]:
+    """The state of an image the node's output does not report."""
+    details = _normalise(invocation.status_details) if invocation else ""
+    if details in _ENDED_BY_SSM or status in ("TimedOut", "Cancelled"):
+        return invocation_failure(status, invocation, output.fatal)  # SSM says why
+    if output.truncated:
+        return NodeState.UNKNOWN, (
+            "no result line: the node's output was cut at 24,000 characters before this image's line"
+        )
+    if output.fatal:
+        return NodeState.FAILED, output.fatal[:1000]
+    if status == "Success":
+        return NodeState.UNKNOWN, "no result line, although the node agent exited 0"
+    if output.results:
+        _, why = invocation_failure(status, invocation)
+        return NodeState.UNKNOWN, f"no result line: the node agent stopped before this image ({why})"
+    return invocation_failure(status, invocation)
 
 
 def plan(
@@ -186,8 +272,10 @@ def plan(
     cluster: str,
     images: list[ImageRef],
     invocation: Invocation | None = None,
+    last_try: bool = False,
 ) -> list[NodeImageUpdate]:
-    """The updates one status event makes: one per image of the command."""
+    """The updates one status event makes: one per image of the command. An image the node did
+    not report is `unknown` (and sent again), unless this command was its `last_try`."""
     base = {
         "instance_id": instance_id,
         "cluster": cluster,
@@ -206,23 +294,21 @@ def plan(
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"unknown invocation status {status!r}")
 
-    results = parse_agent_output(invocation.stdout) if invocation else {}
+    output = read_agent_output(invocation.stdout) if invocation else AgentOutput(results={})
     started = invocation.started_at if invocation else None
     finished = (invocation.finished_at if invocation else None) or observed_at
     updates = []
     for image in images:
-        line = results.get(image.pinned)
+        line = output.results.get(image.pinned)
         if line is not None:
             state = _OUTCOME[line.outcome]
             reason = line.error[:1000] if state.is_failure else ""
             seconds: float | None = line.seconds
             size: int | None = line.bytes
-        elif status == "Success":
-            # The agent exits 0 only when every image is pulled or present; a missing line means
-            # the output was cut (GetCommandInvocation keeps the first 24,000 characters).
-            state, reason, seconds, size = NodeState.CACHED, "", None, None
         else:
-            state, reason = invocation_failure(status, invocation)
+            state, reason = _unreported(status, invocation, output)
+            if state is NodeState.UNKNOWN and last_try:
+                state, reason = NodeState.FAILED, f"{reason}; it was sent again, and again nothing was reported"
             seconds, size = None, None
         if seconds is None and started is not None:
             seconds = max(0.0, (finished - started).total_seconds())

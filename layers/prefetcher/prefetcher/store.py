@@ -31,7 +31,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from prefetcher import clients
 from prefetcher.errors import EndpointUnreachableError, TableNotFoundError
 from prefetcher.refs import ImageRef
-from prefetcher.states import NodeImageUpdate
+from prefetcher.states import NodeImageUpdate, NodeState
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
@@ -184,13 +184,14 @@ class PushOutcome:
 @dataclass(frozen=True)
 class CommandRecord:
     command_id: str
-    kind: str  # push | join
+    kind: str  # push | join | resend
     cluster: str
     images: tuple[ImageRef, ...]
     requested_at: datetime
     event_id: str = ""
     instance_id: str = ""
     target: str = ""
+    attempt: int = 1  # 1 for a push or a join; n + 1 for images of attempt n sent again
 
 
 @dataclass
@@ -340,6 +341,7 @@ class AuditTable:
                     "target": command.target or None,
                     "event_id": command.event_id or None,
                     "requested_at": iso(command.requested_at),
+                    "attempt": command.attempt,
                     "images": [
                         {"registry": i.registry, "repository": i.repository, "digest": i.digest, "tag": i.tag}
                         for i in command.images
@@ -403,6 +405,7 @@ class AuditTable:
             event_id=item.get("event_id", ""),
             instance_id=item.get("instance_id", ""),
             target=item.get("target", ""),
+            attempt=int(item.get("attempt", 1)),
         )
         self._commands[command_id] = command
         return command
@@ -444,14 +447,16 @@ class AuditTable:
             sets["started_at"] = iso(update.started_at)
         if state.terminal:
             finished = update.finished_at or update.observed_at
-            sets |= {"finished_at": iso(finished), "holds": state.holds_image}
+            sets["finished_at"] = iso(finished)
+            if state is not NodeState.UNKNOWN:  # unknown: whether the node holds it stays as it was
+                sets["holds"] = state.holds_image
             for name in ("seconds", "bytes"):
                 value = getattr(update, name)
                 if value is None:
                     removes.append(name)
                 else:
                     sets[name] = value
-            if state.holds_image:
+            if not state.is_failure:
                 removes += ["gsi3pk", "gsi3sk"]
             else:
                 sets["gsi3pk"] = f"FAIL#{finished.astimezone(UTC):%Y-%m-%d}"
@@ -578,8 +583,9 @@ class AuditTable:
     # ---- node lifecycle (the join path) ------------------------------------------------------
 
     def current_images(self, cluster: str) -> list[ImageRef]:
-        """Every current (not superseded) image of a cluster: one Query."""
-        images, _ = self.cluster(cluster)
+        """Every current (not superseded) image of a cluster: one Query (of the catalog only; a
+        join does not read the cluster's live nodes)."""
+        images = self.cluster_images(cluster)
         return sorted(
             ImageRef(registry=i["registry"], repository=i["repository"], digest=i["digest"], tag=i["tag"])
             for i in images
@@ -659,8 +665,9 @@ class AuditTable:
         node, _ = self.node(instance_id)
         return str(node["cluster"]) if node else ""
 
-    def node_undeliverable(self, cluster: str, instance_id: str, reason: str) -> None:
-        update = Update().set(node_state="undeliverable", reason=reason, updated_at=iso(datetime.now(UTC)))
+    def node_undeliverable(self, cluster: str, instance_id: str, reason: str, state: str = "undeliverable") -> None:
+        """A joining node that could not be warmed: `state` (undeliverable, failed) and why."""
+        update = Update().set(node_state=state, reason=reason, updated_at=iso(datetime.now(UTC)))
         self._call("update_item", **update.request({"pk": f"CLUSTER#{cluster}", "sk": f"NODE#{instance_id}"}))
 
     def node_warm(self, cluster: str, instance_id: str, warm_at: datetime) -> bool:
@@ -742,20 +749,26 @@ class AuditTable:
     def cluster(self, cluster: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """A cluster's current images (one Query) and its live nodes (one Query on gsi2: nodes
         that left are not in it, so they are not read)."""
-        images = list(
+        return self.cluster_images(cluster), self.live_nodes(cluster)
+
+    def cluster_images(self, cluster: str) -> list[dict[str, Any]]:
+        """A cluster's current images: one Query."""
+        return list(
             self._query(
                 KeyConditionExpression="pk = :pk AND begins_with(sk, :tag)",
                 ExpressionAttributeValues=_values({":pk": f"CLUSTER#{cluster}", ":tag": "TAG#"}),
             )
         )
-        nodes = list(
+
+    def live_nodes(self, cluster: str) -> list[dict[str, Any]]:
+        """A cluster's live nodes: one Query on gsi2 (nodes that left are not in it)."""
+        return list(
             self._query(
                 IndexName=GSI_COVERAGE,
                 KeyConditionExpression="gsi2pk = :pk",
                 ExpressionAttributeValues=_values({":pk": live_pk(cluster)}),
             )
         )
-        return images, nodes
 
     def coverage(self, cluster: str, repository: str, digest: str) -> list[dict[str, Any]]:
         """Every live node's record of one image in one cluster (one Query on gsi2)."""
