@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 from prefetcher.store import AuditTable
-from prefetcher_cli.local import fidelity
+from prefetcher_cli.local import fidelity, ssm_agent
 from prefetcher_cli.local.fleet import NodeSpec, launch
+from prefetcher_cli.local.simulator import NodeSimulator
 
-from tests.helpers import load_event, moto_commands
+from tests.helpers import load_event, moto_commands, result_lines
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 PUSH = load_event("ecr-push-tagged.json")
@@ -220,3 +221,46 @@ def test_a_batch_writes_once_per_invocation_and_fails_only_the_messages_of_one_t
     assert counter.count("dynamodb.UpdateItem") == 1
     assert counter.count("ssm.GetCommandInvocation") == 1
     assert record(table, instance)["state"] == "cached"
+
+
+# ---- an image the node did not report ----------------------------------------------------------
+
+
+def agent_reporting(report_from: int):
+    """An agent that exits 0 and reports its images only from its `report_from`-th run on."""
+    runs = {"n": 0}
+
+    def run(instance_id, parameters):
+        runs["n"] += 1
+        now = datetime.now(UTC)
+        stdout = result_lines(parameters["Images"]) if runs["n"] >= report_from else ""
+        return ssm_agent.report(ssm_agent.ScriptExit(0, stdout, "", now, now))
+
+    return run
+
+
+def test_an_image_the_node_did_not_report_is_unknown_then_sent_again_and_recorded(stack, sent):
+    command, instance, table = sent
+    simulator = NodeSimulator(stack.put_events, ACCOUNT, REGION, stack.output("PrefetchDocument"), agent_reporting(2))
+    # Given a node whose agent exits 0 but reports nothing for the image (it used to be "cached")
+    simulator.step()
+    stack.run_sources()
+    first = record(table, instance)
+    assert (first["state"], first.get("holds", False)) == ("unknown", False)
+    assert "no result line" in first["reason"]
+    # Then the audit function sent that image to that node again, once, and its report is recorded
+    again = [c for c in moto_commands() if c.instance_ids == [instance] and not c.targets]
+    assert len(again) == 1 and again[0].parameters["Images"] == command.parameters["Images"]
+    stack.run_sources(between=simulator.step)
+    final = record(table, instance)
+    assert (final["state"], final["command_id"]) == ("cached", again[0].command_id)
+    assert len([c for c in moto_commands() if c.instance_ids == [instance]]) == 2
+
+
+def test_an_image_never_reported_is_failed_after_three_commands(stack, sent):
+    command, instance, table = sent
+    simulator = NodeSimulator(stack.put_events, ACCOUNT, REGION, stack.output("PrefetchDocument"), agent_reporting(99))
+    stack.run_sources(between=simulator.step)
+    node = record(table, instance)
+    assert node["state"] == "failed" and "sent again" in node["reason"]
+    assert len([c for c in moto_commands() if instance in c.instance_ids]) == 3

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
+from prefetcher.errors import TransientError
 from prefetcher.store import AuditTable
-from prefetcher_cli.local import fidelity
+from prefetcher_cli.local import fidelity, iam
 from prefetcher_cli.local.fleet import NodeSpec, launch
 from prefetcher_cli.local.runtime import sqs_event
 from prefetcher_cli.local.simulator import NodeSimulator, simulated_agent
@@ -222,3 +225,158 @@ def test_a_node_joining_while_a_push_is_in_flight_ends_with_the_newest_digest(jo
     states = {i["digest"]: i["state"] for i in images}
     assert states[NEWER] == "cached"
     assert all(instance not in c.instance_ids for c in moto_commands() if c.targets)
+
+
+# ---- a full batch within the function's time ---------------------------------------------------
+
+# The design point (docs/scale.md): every AWS call at 1 s (throttled and retried, 10 to 20 times
+# its usual latency). Played at a tenth of the time: each call 0.1 s, the function's Timeout a
+# tenth of the template's.
+SCALE = 0.1
+DESIGN_LATENCY = 1.0
+
+
+@contextmanager
+def slow_calls(seconds: float):
+    from prefetcher import clients
+
+    def attach(_service, client):
+        client.meta.events.register("before-send", lambda **_: time.sleep(seconds))
+
+    clients.reset()
+    remove = clients.on_create(attach)
+    try:
+        yield
+    finally:
+        remove()
+        clients.reset()
+
+
+def batch_size(stack, function_id: str) -> int:
+    events = stack.stack.resources[function_id]["Properties"]["Events"]
+    (sqs,) = [e for e in events.values() if e["Type"] == "SQS"]
+    return int(sqs["Properties"]["BatchSize"])
+
+
+def test_a_full_batch_of_joins_at_the_design_latency_ends_within_the_functions_timeout(join_stack):
+    stack = join_stack
+    pushed(stack)
+    # Given as many nodes joining as one batch holds
+    size = batch_size(stack, "NodeJoinFunction")
+    instances = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"), size)
+    records = [
+        {"MessageId": f"m{n}", "ReceiptHandle": "r", "Body": json.dumps(state_event(i, "running")),
+         "Attributes": {"ApproximateReceiveCount": "1"}}
+        for n, i in enumerate(instances)
+    ]  # fmt: skip
+    function = stack.functions["NodeJoinFunction"]
+    function.timeout_seconds = function.enforced_timeout_seconds = function.timeout * SCALE
+    # When they arrive in one batch and every AWS call is slow
+    with slow_calls(DESIGN_LATENCY * SCALE):
+        started = time.monotonic()
+        result = function.invoke(sqs_event(records, "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1"))
+        took = time.monotonic() - started
+    # Then the invocation ends within its Timeout (the local runtime stops it there, as Lambda
+    # does) and every node got its command
+    assert result == {"batchItemFailures": []}
+    assert took < function.timeout * SCALE
+    assert {i for c in moto_commands() for i in c.instance_ids if c.instance_ids and not c.targets} == set(instances)
+
+
+def test_an_event_failing_on_its_last_receive_is_recorded_and_kept_with_its_reason(join_stack, monkeypatch):
+    from prefetcher import ssm
+
+    stack = join_stack
+    table = AuditTable(stack.output("AuditTable"))
+    pushed(stack)
+    (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
+
+    def throttled(*_args, **_kwargs):
+        raise TransientError("SendCommand failed after 5 tries (ThrottlingException): Rate exceeded")
+
+    monkeypatch.setattr(ssm, "send_pull", throttled)
+    # Given a node's event on its last receive (maxReceiveCount 8), and SSM throttling every try
+    record = {"MessageId": "m1", "ReceiptHandle": "r", "Body": json.dumps(state_event(instance, "running")),
+              "Attributes": {"ApproximateReceiveCount": "8"}}  # fmt: skip
+    # When it fails once more
+    result = stack.functions["NodeJoinFunction"].invoke(
+        sqs_event([record], "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1")
+    )
+    # Then it does not go to the dead-letter queue by the redrive policy with no word of why: the
+    # node is recorded with the reason, and the event is kept in NodeJoinDLQ with it
+    assert result == {"batchItemFailures": []}
+    node, _ = table.node(instance)
+    assert node["node_state"] == "failed" and "Rate exceeded" in node["reason"]
+    (kept,) = stack.client("sqs").receive_message(QueueUrl=stack.queues["NodeJoinDLQ"], MessageAttributeNames=["All"])[
+        "Messages"
+    ]
+    assert kept["MessageAttributes"]["ErrorType"]["StringValue"] == "NodeEventFailed"
+    assert "not applied after 8 receives" in kept["MessageAttributes"]["ErrorMessage"]["StringValue"]
+
+
+# ---- a node the policy does not allow -------------------------------------------------------------
+
+
+def test_a_node_the_policy_does_not_allow_is_recorded_failed_at_once_and_warmed_once_tagged(join_stack):
+    stack = join_stack
+    table = AuditTable(stack.output("AuditTable"))
+    pushed(stack)
+    # Given a self-managed node of ml-prod: only kubernetes.io/cluster/ml-prod, no EKS tag
+    ec2 = stack.client("ec2")
+    (instance,) = launch(ec2, NodeSpec("ml-prod", "self-managed", "asg-1"))
+    # When it starts (SendCommand by InstanceIds: IAM refuses it, as AWS does)
+    with iam.expect_denied("ssm:SendCommand", f"*:instance/{instance}"):
+        stack.put_events(state_event(instance, "running"))
+        stack.run_sources(timeout=60)
+    # Then it is recorded failed at once (one try), with the tag it lacks
+    node, images = table.node(instance)
+    assert node["node_state"] == "failed"
+    assert "eks:cluster-name=ml-prod" in node["reason"] and "has neither tag" in node["reason"]
+    assert [(i["state"], "eks:cluster-name=ml-prod" in i["reason"]) for i in images] == [("failed", True)]
+    assert [c for c in moto_commands() if instance in c.instance_ids] == []
+    assert stack.queue_depth("NodeJoinQueue") == 0
+    assert stack.queue_depth("NodeJoinDLQ") == 1
+    # And once the node is tagged, redriving its event warms it
+    ec2.create_tags(Resources=[instance], Tags=[{"Key": "eks:cluster-name", "Value": "ml-prod"}])
+    from prefetcher_cli import main as cli
+
+    assert cli.main(["redrive", stack.queues["NodeJoinDLQ"]]) == 0
+    stack.run_sources(timeout=60, between=simulator(stack).step)
+    node, images = table.node(instance)
+    assert node["node_state"] == "warm"
+    assert [i["state"] for i in images] == ["cached"]
+
+
+def test_a_node_joining_a_cluster_of_many_long_named_images_gets_commands_whose_output_fits(join_stack):
+    from prefetcher import commands
+    from prefetcher.refs import ImageRef, parse_images_parameter
+
+    stack = join_stack
+    table = AuditTable(stack.output("AuditTable"))
+    # Given 50 current images of ml-prod with long names (one command for all could print more
+    # than the SSM agent keeps of its output: 24,000 characters)
+    registry = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    images = [
+        ImageRef(
+            registry, f"ml/{n:02d}-" + "model-weights-" * 14 + "x", "sha256:" + f"{n:064x}", "v" + "1.0.0-rc." * 10
+        )
+        for n in range(50)
+    ]
+    assert sum(commands.line_bound(i) for i in images) > commands.STDOUT_LIMIT
+    for n, image in enumerate(images):
+        table.record_push(image, ("ml-prod",), pushed_at=datetime(2026, 11, 29, 10, n, tzinfo=UTC), event_id=f"e{n}")
+    (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
+    # When the node joins
+    stack.put_events(state_event(instance, "running"))
+    stack.run_sources(timeout=60, between=simulator(stack).step)
+    # Then it got them in several commands, each within what the agent keeps of its output, and
+    # every image is recorded cached (none lost past a cut)
+    sent = [c for c in moto_commands() if c.instance_ids == [instance]]
+    assert len(sent) >= 2
+    for command in sent:
+        chunk = parse_images_parameter(command.parameters["Images"][0])
+        assert sum(commands.line_bound(i) for i in chunk) <= commands.BUDGET
+    _, records = table.node(instance)
+    assert sorted(r["state"] for r in records) == ["cached"] * 50
+    node, _ = table.node(instance)
+    assert node["node_state"] == "warm"

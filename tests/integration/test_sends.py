@@ -86,3 +86,27 @@ def test_a_push_retried_after_failing_between_clusters_sends_each_cluster_once(s
     assert result["action"] == "sent"
     clusters = sorted(c.targets[0]["Key"].rsplit("/", 1)[1] for c in moto_commands())
     assert clusters == ["ml-batch", "ml-prod"]
+
+
+def test_a_document_and_parameters_above_64_kb_are_refused_as_ssm_refuses_them(stack):
+    import yaml
+    from prefetcher import ssm
+    from prefetcher.errors import ConfigurationError
+    from prefetcher_cli.local import fidelity
+    from prefetcher_cli.local.template import load
+
+    # Given a document that is ours but 63 KB (a bloated script) and a command for 20 images
+    import json
+
+    content = load()["Resources"]["PrefetchDocument"]["Properties"]["Content"]
+    big = {**content, "description": "x" * (63 * 1024 - len(json.dumps(content, separators=(",", ":"))))}
+    stack.client("ssm").create_document(Name="big-prefetch", Content=yaml.safe_dump(big), DocumentType="Command",
+                                        DocumentFormat="YAML")  # fmt: skip
+    fidelity.register_document("big-prefetch", big)
+    (node,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
+    agent = AgentSettings.model_validate({"DOCUMENT_NAME": "big-prefetch"})
+    images = [ImageRef(IMAGE.registry, f"ml/model-{n:02d}", "sha256:" + f"{n:02d}" * 32, "v1") for n in range(20)]
+    # When it is sent, SSM refuses it (MaxDocumentSizeExceeded), and the sender says why, at once
+    with pytest.raises(ConfigurationError, match="MaxDocumentSizeExceeded"):
+        ssm.send_pull(images, agent, "too big", instance_ids=[node])
+    assert moto_commands() == []

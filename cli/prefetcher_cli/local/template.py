@@ -130,6 +130,14 @@ class Stack:
             pattern = spec.get("AllowedPattern")
             if pattern and not re.fullmatch(pattern, values[key]):
                 raise ValueError(f"parameter {key}={values[key]!r} does not match {pattern}")
+            if "MaxLength" in spec and len(values[key]) > int(spec["MaxLength"]):
+                raise ValueError(f"parameter {key} is longer than its MaxLength {spec['MaxLength']}")
+            if spec.get("Type") == "Number" and not (
+                float(spec.get("MinValue", "-inf")) <= float(values[key]) <= float(spec.get("MaxValue", "inf"))
+            ):
+                raise ValueError(
+                    f"parameter {key}={values[key]} is outside {spec.get('MinValue')}..{spec.get('MaxValue')}"
+                )
             allowed = spec.get("AllowedValues")
             if allowed and values[key] not in [str(v) for v in allowed]:
                 raise ValueError(f"parameter {key}={values[key]!r} is not one of {allowed}")

@@ -34,9 +34,9 @@ QUARANTINED = frozenset({"undeliverable", "not-permitted"})  # kept in the DLQ w
 # design point of 1 s a call (throttled and retried, 10 to 20 times the usual latency) a batch of
 # 25 takes ceil(25 / 8) x 9 s, about 36 s, within the function's 120 s (docs/scale.md).
 WORKERS = 8
-# No record is started with less than this left of the function's time (its worst case at 2 s a
-# call): it is reported failed and the queue delivers it again.
-RECORD_SECONDS = 20
+# No record is started with less than this share of the function's time left (a sixth of 120 s:
+# a record's worst case at 2 s a call): it is reported failed and the queue delivers it again.
+RECORD_SHARE = 1 / 6
 
 
 class Record(Protocol):
@@ -88,17 +88,17 @@ def apply_batch(
     *,
     remaining_ms: Callable[[], int],
     workers: int = WORKERS,
-    record_seconds: float = RECORD_SECONDS,
 ) -> BatchOutcome:
     """Apply every record, `workers` at a time, records on their last receives first. A record
-    that would start with less than `record_seconds` of the function's time left is not started
-    (it fails and comes back), so the batch ends inside the function's timeout."""
+    that would start with less than RECORD_SHARE of the function's time left is not started (it
+    fails and comes back), so the batch ends inside the function's timeout."""
     outcome = BatchOutcome()
     lock = threading.Lock()
+    reserve = remaining_ms() * RECORD_SHARE
 
     def one(record: Any) -> None:
         action, error = "", None  # type: str, Exception | None
-        if remaining_ms() < record_seconds * 1000:
+        if remaining_ms() < reserve:
             error = TimeoutError("not started: too little of the function's time was left; delivered again")
         else:
             try:
