@@ -258,7 +258,7 @@ def test_an_image_the_node_did_not_report_is_unknown_then_sent_again_and_recorde
 
 
 def test_an_image_never_reported_is_failed_after_three_commands(stack, sent):
-    command, instance, table = sent
+    _, instance, table = sent
     simulator = NodeSimulator(stack.put_events, ACCOUNT, REGION, stack.output("PrefetchDocument"), agent_reporting(99))
     stack.run_sources(between=simulator.step)
     node = record(table, instance)

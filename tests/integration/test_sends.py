@@ -89,6 +89,8 @@ def test_a_push_retried_after_failing_between_clusters_sends_each_cluster_once(s
 
 
 def test_a_document_and_parameters_above_64_kb_are_refused_as_ssm_refuses_them(stack):
+    import json
+
     import yaml
     from prefetcher import ssm
     from prefetcher.errors import ConfigurationError
@@ -96,8 +98,6 @@ def test_a_document_and_parameters_above_64_kb_are_refused_as_ssm_refuses_them(s
     from prefetcher_cli.local.template import load
 
     # Given a document that is ours but 63 KB (a bloated script) and a command for 20 images
-    import json
-
     content = load()["Resources"]["PrefetchDocument"]["Properties"]["Content"]
     big = {**content, "description": "x" * (63 * 1024 - len(json.dumps(content, separators=(",", ":"))))}
     stack.client("ssm").create_document(Name="big-prefetch", Content=yaml.safe_dump(big), DocumentType="Command",
