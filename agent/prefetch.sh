@@ -96,17 +96,37 @@ done
 
 # --- the node --------------------------------------------------------------------------------
 
-# Bottlerocket runs the SSM agent in its control container: reach the host's containerd through
-# the admin container. Elsewhere, ctr talks to containerd's socket (CONTAINERD_ADDRESS if set).
+# Bottlerocket runs the SSM agent in its control container, which sees none of the host's files.
+# Everything that touches the host (ctr, the disk check, the registry configuration ctr reads,
+# the kubelet's credential provider) goes through the admin container: `apiclient exec admin
+# sheltie CMD` runs CMD in the host's namespaces, with a clean environment, stdout and stderr
+# merged, and no shell there (Bottlerocket has none): plain programs only. The admin container
+# is disabled by default; without it nothing can be pulled, and the reason says so.
+# Elsewhere the script runs on the host itself, and ctr talks to containerd's socket
+# (CONTAINERD_ADDRESS if set).
 if command -v apiclient >/dev/null 2>&1; then
-  ctr_cmd=(apiclient exec admin sheltie ctr)
+  bottlerocket=true
+  if ! reply=$(apiclient exec admin sheltie true 2>&1); then
+    fatal 3 "Bottlerocket: the host cannot be reached through the admin container ($(printf '%s' "$reply" | tail -n 1)): it is disabled by default; prefetching needs settings.host-containers.admin.enabled = true (docs/node-agent.md)"
+  fi
 elif command -v ctr >/dev/null 2>&1; then
-  ctr_cmd=(ctr)
+  bottlerocket=false
 else
   fatal 3 "neither ctr nor apiclient found: is this an EKS node with containerd?"
 fi
+on_host() {
+  if [ "$bottlerocket" = true ]; then
+    apiclient exec admin sheltie "$@"
+  else
+    "$@"
+  fi
+}
+ctr_cmd=(ctr)
+[ "$bottlerocket" = false ] || ctr_cmd=(apiclient exec admin sheltie ctr)
 containerd_root=${PREFETCH_CONTAINERD_ROOT:-/var/lib/containerd}
 base_hosts_dir=${PREFETCH_HOSTS_DIR:-/etc/containerd/certs.d}
+# On Bottlerocket, where on the host the registry configuration for ctr goes (/run is a tmpfs).
+host_run=${PREFETCH_HOST_RUN_DIR:-/run/eks-image-prefetcher}
 case "$(uname -m)" in
   x86_64 | amd64) node_arch=amd64 ;;
   aarch64 | arm64) node_arch=arm64 ;;
@@ -115,11 +135,12 @@ esac
 
 ctr_ns() { "${ctr_cmd[@]}" --namespace "$NAMESPACE" "$@"; }
 
-# The work directory holds the registry configuration with the ECR Authorization header. At the
-# execution timeout the SSM agent SIGKILLs this script's whole process group, so no trap runs:
-# a watcher in a session of its own (the kill does not reach it) removes the directory once
-# this shell is gone, and each run first removes what runs that are gone left behind (should
-# the watcher have been killed too). The directory's name carries its run's process id.
+# The work directory holds the registry configuration with the ECR Authorization header (on
+# Bottlerocket that configuration is on the host, in a directory of the same name under
+# host_run). At the execution timeout the SSM agent SIGKILLs this script's whole process group,
+# so no trap runs: a watcher in a session of its own (the kill does not reach it) removes both
+# once this shell is gone, and each run first removes what runs that are gone left behind
+# (should the watcher have been killed too). The directory's name carries its run's process id.
 tmp_base=${TMPDIR:-/tmp}
 for stale in "$tmp_base"/prefetch.*.*; do
   if [ ! -d "$stale" ] || [ -L "$stale" ] || [ ! -O "$stale" ]; then
@@ -128,15 +149,27 @@ for stale in "$tmp_base"/prefetch.*.*; do
   owner=${stale##*/prefetch.}
   owner=${owner%%.*}
   [[ $owner =~ ^[0-9]+$ ]] || continue
-  kill -0 "$owner" 2>/dev/null || rm -rf -- "$stale"
+  if ! kill -0 "$owner" 2>/dev/null; then
+    rm -rf -- "$stale"
+    [ "$bottlerocket" = false ] || on_host rm -rf -- "$host_run/${stale##*/}" >/dev/null 2>&1
+  fi
 done
 workdir=$(mktemp -d "$tmp_base/prefetch.$$.XXXXXXXX") || fatal 3 "cannot create a private work directory in $tmp_base"
-trap 'rm -rf -- "$workdir"' EXIT
+host_workdir=$workdir
+[ "$bottlerocket" = false ] || host_workdir="$host_run/${workdir##*/}"
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup_workdirs() {
+  rm -rf -- "$workdir"
+  [ "$bottlerocket" = false ] || on_host rm -rf -- "$host_workdir" >/dev/null 2>&1
+}
+trap cleanup_workdirs EXIT
 if command -v setsid >/dev/null 2>&1; then
   # In a subshell that exits at once: the watcher is no job of this shell (wait ignores it).
   # shellcheck disable=SC2016 # the watcher's own positional parameters, not this shell's
-  (setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; rm -rf -- "$2"' prefetch-cleanup "$$" "$workdir" \
-    </dev/null >/dev/null 2>&1 &)
+  (setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
+    rm -rf -- "$2"
+    [ "$3" = "$2" ] || apiclient exec admin sheltie rm -rf -- "$3"' \
+    prefetch-cleanup "$$" "$workdir" "$host_workdir" </dev/null >/dev/null 2>&1 &)
 fi
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -199,53 +232,67 @@ json_paths() {
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-free_mib() { df -Pk -- "$containerd_root" 2>/dev/null | awk 'NR == 2 { printf "%d", $4 / 1024 }'; }
+free_mib() { on_host df -Pk -- "$containerd_root" 2>/dev/null | awk 'NR == 2 && $4 ~ /^[0-9]+$/ { printf "%d", $4 / 1024 }'; }
 # The last line of a command's errors, without ctr's "ctr: " prefix.
 last_line() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | sed 's/^ctr: //' | cut -c1-"$MAX_ERROR"; }
 
 # A private hosts directory: the node's registry configuration (mirrors, CAs, plain HTTP), and
 # for ECR registries the Authorization header, so the token is never on a command line and never
-# printed. Registry credentials come from the node's own role.
-readonly hosts_dir="$workdir/hosts"
+# printed. Registry credentials come from the node's own role. It is where ctr reads it: here,
+# or on Bottlerocket on the host (written there through `on_host`, from files made here).
+readonly hosts_dir="$host_workdir/hosts"
 prepare_hosts() {
-  local registry=$1 dir=$hosts_dir conf password region creds
-  conf="$dir/$registry/hosts.toml"
-  if [ ! -d "$dir" ]; then
-    mkdir -p "$dir"
-    if [ -d "$base_hosts_dir" ]; then
-      cp -R "$base_hosts_dir/." "$dir/" 2>/dev/null || log "cannot copy $base_hosts_dir; using defaults"
+  local registry=$1 conf password region creds hosts staged="$workdir/hosts.toml.staged"
+  conf="$hosts_dir/$registry/hosts.toml"
+  if [ ! -e "$workdir/hosts.ready" ]; then
+    if ! on_host mkdir -p -m 0700 "$host_workdir" >/dev/null || ! on_host mkdir -p -m 0700 "$hosts_dir" >/dev/null; then
+      log "cannot create $hosts_dir"
     fi
+    if on_host test -d "$base_hosts_dir"; then
+      on_host cp -R "$base_hosts_dir/." "$hosts_dir/" >/dev/null 2>&1 || log "cannot copy $base_hosts_dir; using defaults"
+    fi
+    : >"$workdir/hosts.ready"
   fi
-  if [[ $registry =~ ^[0-9]{12}\.dkr\.ecr(-fips)?\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$ ]] && [ ! -e "$dir/$registry/.auth" ]; then
+  if [[ $registry =~ ^[0-9]{12}\.dkr\.ecr(-fips)?\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$ ]] && [ ! -e "$workdir/auth.$registry" ]; then
     region=${BASH_REMATCH[2]}
     password=$(ecr_password "$registry" "$region") || password=''
     if [ -n "$password" ]; then
       creds=$(printf 'AWS:%s' "$password" | base64 | tr -d '\n')
-      mkdir -p "$dir/$registry"
-      [ -f "$conf" ] || printf 'server = "https://%s"\n' "$registry" >"$conf"
+      on_host mkdir -p "$hosts_dir/$registry" >/dev/null
+      {
+        if on_host test -f "$conf"; then
+          on_host cat "$conf"
+        else
+          printf 'server = "https://%s"\n' "$registry"
+        fi
+      } >"$staged"
+      hosts=$(grep -o '^\[host\."[^"]*"\]' "$staged" | sed 's/^\[host\."\([^"]*\)"\]$/\1/' | sort -u)
       {
         printf '\n[header]\n  Authorization = "Basic %s"\n' "$creds"
-        grep -o '^\[host\."[^"]*"\]' "$conf" | sed 's/^\[host\."\([^"]*\)"\]$/\1/' | sort -u | while read -r host; do
-          printf '\n[host."%s".header]\n  Authorization = "Basic %s"\n' "$host" "$creds"
-        done
-      } >>"$conf.auth"
-      cat "$conf.auth" >>"$conf" && rm -f "$conf.auth"
+        while read -r host; do
+          [ -z "$host" ] || printf '\n[host."%s".header]\n  Authorization = "Basic %s"\n' "$host" "$creds"
+        done <<<"$hosts"
+      } >>"$staged"
+      on_host tee "$conf" <"$staged" >/dev/null || log "cannot write $conf"
+      rm -f -- "$staged"
     fi
-    : >"$dir/$registry/.auth"
+    : >"$workdir/auth.$registry"
   fi
 }
 
-# An ECR token from the node's role: the EKS AMI's kubelet credential provider, else the AWS
-# CLI. Both answer on stdout; nothing goes on a command line.
+# An ECR token from the node's role: the kubelet's credential provider (the EKS AMI's, or
+# Bottlerocket's on the host), else the AWS CLI. Both answer on stdout; nothing goes on a command
+# line. Only lines that are JSON are read (on Bottlerocket the provider's log lines come along).
 ecr_password() {
   local registry=$1 region=$2 provider answer
   for provider in /etc/eks/image-credential-provider/ecr-credential-provider \
+    /usr/libexec/kubernetes/kubelet/plugins/ecr-credential-provider \
     /usr/local/bin/ecr-credential-provider "$(command -v ecr-credential-provider 2>/dev/null)"; do
-    if [ -z "$provider" ] || [ ! -x "$provider" ]; then
+    if [ -z "$provider" ] || ! on_host test -x "$provider"; then
       continue
     fi
     answer=$(printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"%s/x"}' \
-      "$registry" | "$provider" 2>>"$workdir/auth.err" | json_paths 2>/dev/null |
+      "$registry" | on_host "$provider" 2>>"$workdir/auth.err" | grep '^[[:space:]]*{' | json_paths 2>/dev/null |
       awk -F '\t' '$1 ~ /^auth\..*\.password$/ { print $2; exit }')
     if [ -n "$answer" ]; then
       printf '%s' "$answer"

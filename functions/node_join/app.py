@@ -84,10 +84,9 @@ def apply_record(record: SQSRecord, members: dict[str, Membership | None]) -> st
             def give_up(reason: str, kind: str) -> None:
                 deadletter.quarantine(SETTINGS.dead_letter_queue_url, record.body, reason, "NodeJoinFunction", kind)
 
-            join.give_up_on(
+            return join.give_up_on(
                 event, TABLE, SETTINGS, members=members, reason=f"{type(error).__name__}: {error}", give_up=give_up
-            )
-            return "failed"
+            ).action
         raise
     return str(result["action"])
 
@@ -107,8 +106,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     # One value per action and batch (EMF takes 100 values a metric).
     for action, count in outcome.actions.items():
-        name = "EventsRejected" if action == "rejected" else f"NodeEvents{action.title().replace('-', '')}"
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
+        metrics.add_metric(name=join.action_metric(action), unit=MetricUnit.Count, value=count)
     return dict(
         process_partial_response(event=event, record_handler=outcome.report, processor=processor, context=context)
     )

@@ -393,25 +393,84 @@ def test_without_cleanup_nothing_is_removed(run, registry, pushed, node_base, co
 # ---- 7. Bottlerocket --------------------------------------------------------------------------
 
 
-def test_on_bottlerocket_the_same_pulls_go_through_apiclient(script, containerd, registry, pushed, hosts_dir, tmp_path):
-    # A stand-in apiclient that checks the real command line and forwards to the real ctr
-    shim = tmp_path / "bottlerocket"
-    shim.mkdir()
-    calls = tmp_path / "apiclient.log"
-    (shim / "apiclient").write_text(
-        "#!/bin/bash\n"
-        f'printf "%s\\n" "$*" >> {calls}\n'
-        '[ "$1 $2 $3 $4" = "exec admin sheltie ctr" ] || { echo "bad apiclient call: $*" >&2; exit 64; }\n'
-        'shift 4\nexec ctr "$@"\n'
+BOTTLEROCKET_APICLIENT = """#!/bin/bash
+# Bottlerocket's apiclient in the control container, as far as the agent uses it (the facts and
+# their sources: docs/node-agent.md): `exec admin sheltie CMD` runs CMD in the host's namespaces,
+# where the control container's own files are not (here: a mount namespace with a tmpfs over its
+# TMPDIR), with a clean environment, stdout and stderr merged, no shell on the host, and only
+# while the admin host container is enabled (it is not by default).
+printf '%s\\n' "$*" >> "$APICLIENT_LOG"
+[ "$1 $2" = "exec admin" ] || { echo "unsupported apiclient call: $*"; exit 64; }
+[ ! -e "$ADMIN_DISABLED" ] || { echo 'ctr: container "admin" in namespace "default": not found'; exit 1; }
+[ "$3" = sheltie ] || { echo "not through sheltie: $*"; exit 64; }
+shift 3
+case "${1##*/}" in sh | bash | dash) echo "nsenter: failed to execute $1: No such file or directory"; exit 127 ;; esac
+exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CONTAINERD_ADDRESS="$HOST_CONTAINERD" \\
+  unshare --mount --propagation private -- /bin/bash -c 'mount -t tmpfs host-view "$1" && shift && exec "$@"' \\
+  host-view "$CONTROL_TMP" "$@" 2>&1
+"""
+
+
+@pytest.fixture
+def bottlerocket(tmp_path: Path, containerd: node.Containerd) -> dict[str, Path]:
+    """A control container's view: apiclient on PATH (the only way to the host), its own TMPDIR."""
+    control = tmp_path / "control"
+    (control / "bin").mkdir(parents=True)
+    (control / "tmp").mkdir()
+    apiclient = control / "bin" / "apiclient"
+    apiclient.write_text(
+        BOTTLEROCKET_APICLIENT.replace("$APICLIENT_LOG", str(control / "apiclient.log"))
+        .replace("$ADMIN_DISABLED", str(control / "admin-disabled"))
+        .replace("$HOST_CONTAINERD", str(containerd.socket))
+        .replace("$CONTROL_TMP", str(control / "tmp"))
     )
-    (shim / "apiclient").chmod(0o755)
-    outcome = node.run_agent(script, containerd, {"Images": item(registry, pushed["small"])},
-                             hosts_dir=hosts_dir, path_prefix=[shim])  # fmt: skip
+    apiclient.chmod(0o755)
+    return {"bin": control / "bin", "tmp": control / "tmp", "log": control / "apiclient.log",
+            "disabled": control / "admin-disabled", "host_run": tmp_path / "host-run"}  # fmt: skip
+
+
+def test_on_bottlerocket_without_the_admin_container_nothing_is_pulled_and_the_reason_says_what_to_enable(
+    script, containerd, registry, pushed, hosts_dir, bottlerocket
+):
+    bottlerocket["disabled"].touch()  # the default on Bottlerocket's aws-k8s variants
+    outcome = node.run_agent(script, containerd, {"Images": item(registry, pushed["small"])}, hosts_dir=hosts_dir,
+                             path_prefix=[bottlerocket["bin"]], tmp_dir=bottlerocket["tmp"])  # fmt: skip
+    assert outcome.response_code == 3
+    fatal = read_agent_output(outcome.stdout).fatal
+    assert "admin container" in fatal and "settings.host-containers.admin.enabled = true" in fatal
+    assert containerd.images() == {}
+
+
+def test_on_bottlerocket_pulls_go_to_the_hosts_containerd_with_a_registry_configuration_on_the_host(
+    script, containerd, private_registry, ecr_hosts, bottlerocket, tmp_path
+):
+    # Given the admin container enabled, an ECR image (a private registry wanting AWS:<token>),
+    # and the token from the kubelet's credential provider, which on a host logs as it answers
+    private, secure = private_registry
+    provider = bottlerocket["bin"] / "ecr-credential-provider"
+    provider.write_text(
+        "#!/bin/bash\ncat >/dev/null\n"
+        'echo "I1202 12:00:00.000000       1 main.go:42] answering a credential request" >&2\n'
+        f'printf \'{{"kind":"CredentialProviderResponse","cacheKeyType":"Registry",'
+        f'"auth":{{"{ECR}":{{"username":"AWS","password":"%s"}}}}}}\\n\' \'{private.password}\'\n'
+    )
+    provider.chmod(0o755)
+    settings = {"PREFETCH_HOST_RUN_DIR": str(bottlerocket["host_run"])}
+    # When the agent runs in the control container
+    outcome = node.run_agent(script, containerd, {"Images": f"{ECR}/ml/secure:v1@{secure.digest}"},
+                             hosts_dir=ecr_hosts, path_prefix=[bottlerocket["bin"]], tmp_dir=bottlerocket["tmp"],
+                             node_settings=settings)  # fmt: skip
+    # Then the image is pulled into the host's containerd, through sheltie, with the registry
+    # configuration (and its Authorization header) written on the host, where ctr reads it
     (line,) = results(outcome.stdout)
     assert outcome.response_code == 0 and line.outcome == "pulled", outcome.stderr
-    logged = calls.read_text().splitlines()
-    assert any(c.startswith("exec admin sheltie ctr --namespace k8s.io images pull ") for c in logged)
-    assert any(c.startswith("exec admin sheltie ctr --namespace k8s.io images tag --force ") for c in logged)
+    assert f"{ECR}/ml/secure:v1" in containerd.images()
+    logged = bottlerocket["log"].read_text().splitlines()
+    pulls = [c for c in logged if c.startswith("exec admin sheltie ctr --namespace k8s.io images pull ")]
+    assert pulls and all(f"--hosts-dir {bottlerocket['host_run']}/prefetch." in c for c in pulls)
+    # And nothing of it is left on the host or in the control container
+    assert list(bottlerocket["host_run"].iterdir()) == []
+    assert list(bottlerocket["tmp"].iterdir()) == []
 
 
 # ---- 8. injection ---------------------------------------------------------------------------

@@ -380,13 +380,16 @@ def emitted_metrics() -> set[str]:
     names = set(state_metrics().values())
     for app in (ROOT / "functions").glob("*/app.py"):
         names |= set(re.findall(r'add_metric\(name="(\w+)"', app.read_text()))
-    for module, prefix in (("push", "Pushes"), ("join", "NodeEvents")):
+    from prefetcher import join
+
+    naming = {"push": lambda action: "Pushes" + action.capitalize(), "join": join.action_metric}
+    for module, name_of in naming.items():
         tree = ast.parse((ROOT / "layers" / "prefetcher" / "prefetcher" / f"{module}.py").read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.keyword) and node.arg == "action":
                 for constant in ast.walk(node.value):
                     if isinstance(constant, ast.Constant) and isinstance(constant.value, str):
-                        names.add(prefix + constant.value.capitalize())
+                        names.add(name_of(constant.value))
     return names
 
 

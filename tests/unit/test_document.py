@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prefetcher import refs
 from prefetcher_cli.local import ssm_agent
@@ -91,6 +91,8 @@ _noise = st.sampled_from(["", "A", "\n", " ", ";id", "$(id)", ",", "..", "sha256
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(_items, _noise, st.integers(min_value=0, max_value=200)), min_size=1, max_size=5))
+@example(parts=[(f"r.example/ml/app@sha256:{'0' * 64}", "\n", 200)])  # a final newline: Python's `$` takes it
+@example(parts=[(f"r.example/ml/app@sha256:{'0' * 64}", "", 0)])
 def test_the_agent_and_the_senders_agree_on_every_images_value(parts):
     # Given an Images value (valid items, some spoilt at a random place)
     items = [item[:at] + noise + item[at:] for item, noise, at in parts]
@@ -103,8 +105,13 @@ def test_the_agent_and_the_senders_agree_on_every_images_value(parts):
         senders = True
     except ValueError:
         senders = False
-    # Then Go's regexp and Python's read the pattern the same way, and the senders accept exactly
-    # what the pattern accepts within the bounds a RE2 pattern cannot carry (lengths, 50 images)
+    # Then Go's regexp and Python's read the pattern the same way, but for one thing: `$` also
+    # matches before a final newline in Python (and in Java, which the SSM service checks with),
+    # not in Go. The senders never put one there, and they accept exactly what the pattern accepts
+    # within the bounds a RE2 pattern cannot carry (lengths, 50 images).
+    if value.endswith("\n") and python:
+        assert not agent and not senders, value
+        return
     assert agent == python, value
     assert senders == (agent and within_bounds(value)), value
 

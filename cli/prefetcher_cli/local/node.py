@@ -181,6 +181,7 @@ def run_agent(
     path_prefix: list[Path] | None = None,
     execution_timeout: float = 600,
     tmp_dir: Path | None = None,
+    node_settings: dict[str, str] | None = None,
 ) -> Report:
     """Run the document's script as the SSM agent would (ssm_agent.py): `sh -c <script>` in its
     own process group, parameters only as SSM_<name> environment variables, SIGKILL at
@@ -194,6 +195,7 @@ def run_agent(
         "PREFETCH_CONTAINERD_ROOT": str(containerd.root),
         "TMPDIR": str(tmp_dir or tempfile.gettempdir()),
         **({"PREFETCH_HOSTS_DIR": str(hosts_dir)} if hosts_dir else {}),
+        **(node_settings or {}),
         **{f"SSM_{name}": value for name, value in parameters.items() if name != "executionTimeout"},
     }
     return ssm_agent.report(ssm_agent.run_script(script, env, execution_timeout))

@@ -148,7 +148,7 @@ def describe_memberships(instance_ids: Iterable[str]) -> dict[str, Membership | 
 
 @dataclass(frozen=True)
 class JoinResult:
-    action: str  # ignored | joined | left | stale | undeliverable | not-permitted | sent
+    action: str  # ignored | joined | left | stale | undeliverable | not-permitted | sent | failed
     reason: str = ""
     commands: list[str] = field(default_factory=list)
     images: int = 0
@@ -275,6 +275,13 @@ def handle_state(
     return JoinResult(action="sent", commands=commands, images=len(images) + len(missing))
 
 
+def action_metric(action: str) -> str:
+    """The metric that counts a join action (`not-permitted` -> NodeEventsNotPermitted)."""
+    if action == "rejected":
+        return "EventsRejected"
+    return "NodeEvents" + "".join(part.capitalize() for part in action.split("-"))
+
+
 def give_up_on(
     event: InstanceStateEvent,
     table: AuditTable,
@@ -283,7 +290,7 @@ def give_up_on(
     members: dict[str, Membership | None],
     reason: str,
     give_up: Callable[[str, str], None],
-) -> None:
+) -> JoinResult:
     """An event that failed on its last receive: the node (if it is one of ours) is recorded
     with the reason, and the event is kept in the dead-letter queue with it."""
     why = f"not applied after {settings.join_max_attempts} receives: {reason}"
@@ -294,6 +301,7 @@ def give_up_on(
         except Exception as error:  # noqa: BLE001 - the event still goes to the DLQ with its reason
             logger.warning("could not record the node", extra={"reason": str(error)})
     give_up(why, "NodeEventFailed")
+    return JoinResult(action="failed", reason=why)
 
 
 def not_permitted_reason(member: Membership, instance_id: str, error: Exception) -> str:
