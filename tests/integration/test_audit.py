@@ -4,6 +4,7 @@ SQS event source), with invocation results read back from the SSM API, into Dyna
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -264,3 +265,34 @@ def test_an_image_never_reported_is_failed_after_three_commands(stack, sent):
     node = record(table, instance)
     assert node["state"] == "failed" and "sent again" in node["reason"]
     assert len([c for c in moto_commands() if instance in c.instance_ids]) == 3
+
+
+def test_a_full_batch_at_the_design_latency_ends_within_the_functions_timeout(stack):
+    from prefetcher_cli.local.runtime import sqs_event
+
+    from tests.integration.test_join import DESIGN_LATENCY, SCALE, batch_size, slow_calls
+
+    # Given as many finished invocations as one batch holds
+    size = batch_size(stack, "SsmAuditFunction")
+    nodes = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"), size)
+    stack.functions["ImagePushFunction"].invoke(PUSH)
+    (command,) = [c for c in moto_commands() if set(nodes) & set(c.instance_ids)]
+    for node in nodes:
+        finish(command, node, "Success", "Success", stdout=result_line("pulled"))
+    records = [
+        {"MessageId": f"m{n}", "ReceiptHandle": "r", "Body": json.dumps({
+            "version": "0", "id": f"e{n}", "account": ACCOUNT, "region": REGION, "time": "2026-11-29T10:16:00Z",
+            **status_event(stack, command, node, "Success")}), "Attributes": {"ApproximateReceiveCount": "1"}}
+        for n, node in enumerate(nodes)
+    ]  # fmt: skip
+    function = stack.functions["SsmAuditFunction"]
+    function.timeout_seconds = function.enforced_timeout_seconds = function.timeout * SCALE
+    # When they arrive in one batch and every AWS call is slow
+    with slow_calls(DESIGN_LATENCY * SCALE):
+        started = time.monotonic()
+        result = function.invoke(sqs_event(records, "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1"))
+        print(f"audit batch of {size} at {DESIGN_LATENCY * SCALE} s a call: {time.monotonic() - started:.2f} s")
+    # Then the invocation ends within its Timeout and every node's record is written
+    assert result == {"batchItemFailures": []}
+    _, written = AuditTable(stack.output("AuditTable")).image("ml/trainer", PUSH["detail"]["image-digest"])
+    assert sorted(r["state"] for r in written) == ["cached"] * size

