@@ -53,14 +53,24 @@ class Calls:
 
 @contextmanager
 def counting() -> Iterator[Calls]:
+    """Count the calls made in the block. The functions' calls are checked against their roles
+    (prefetcher_cli/local/iam.py): a call AWS would refuse fails the benchmark, so what is counted
+    is what the strict local stack lets through."""
+    from prefetcher_cli.local import iam
+
     calls = Calls()
     clients.reset()
     remove = clients.on_create(calls.attach)
+    ledger = iam.Ledger()
+    ledger.mark()
     try:
         yield calls
     finally:
         remove()
         clients.reset()
+    refused = ledger.violations()
+    if refused:
+        raise AssertionError("calls AWS would refuse: " + "; ".join(call.describe() for call in refused[:5]))
 
 
 @contextmanager

@@ -1,0 +1,84 @@
+"""The local IAM check evaluates identity policies as IAM does, names resources as AWS authorises
+them, and refuses to guess where it does not know."""
+
+from __future__ import annotations
+
+import pytest
+from prefetcher_cli.local import iam
+
+REGION, ACCOUNT = "us-east-1", "123456789012"
+TABLE = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/audit"
+
+
+def requested(service: str, operation: str, params: dict, tags: dict | None = None) -> list[iam.Requested]:
+    return iam.requested(service, operation, params, region=REGION, account=ACCOUNT, tags=lambda _: tags or {})
+
+
+def test_resources_are_named_as_aws_authorises_them():
+    # A Query on an index is authorised on the index's ARN (the reference's format)
+    (query,) = requested("dynamodb", "Query", {"TableName": "audit", "IndexName": "gsi2"})
+    assert (query.action, query.resource) == ("dynamodb:Query", f"{TABLE}/index/gsi2")
+    # PartiQL: one authorisation per statement, by kind; no IAM action named after the API
+    statements = [
+        {"Statement": 'INSERT INTO "audit" VALUE {\'pk\': ?}'},
+        {"Statement": 'UPDATE "audit" SET "a" = ? WHERE "pk" = ?'},
+        {"Statement": 'SELECT * FROM "audit"."gsi1" WHERE "gsi1pk" = ?'},
+        {"Statement": 'DELETE FROM "audit" WHERE "pk" = ?'},
+    ]
+    needs = requested("dynamodb", "BatchExecuteStatement", {"Statements": statements})
+    assert [(n.action, n.resource, n.statement_index) for n in needs] == [
+        ("dynamodb:PartiQLInsert", TABLE, 0),
+        ("dynamodb:PartiQLUpdate", TABLE, 1),
+        ("dynamodb:PartiQLSelect", f"{TABLE}/index/gsi1", 2),
+        ("dynamodb:PartiQLDelete", TABLE, 3),
+    ]
+    # Actions without resource-level permissions are authorised on "*"
+    assert [n.resource for n in requested("ssm", "ListCommands", {})] == ["*"]
+    assert [n.resource for n in requested("ec2", "DescribeInstances", {})] == ["*"]
+    # SendCommand by InstanceIds: the document and each instance, with its tags as condition keys
+    document, instance = requested(
+        "ssm", "SendCommand", {"DocumentName": "doc", "InstanceIds": ["i-0123456789abcdef0"]}, {"eks:cluster-name": "c"}
+    )
+    assert document.resource == f"arn:aws:ssm:{REGION}:{ACCOUNT}:document/doc"
+    assert instance.resource == f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"
+    assert instance.context["ssm:resourceTag/eks:cluster-name"] == ["c"]
+    (queue,) = requested("sqs", "SendMessage", {"QueueUrl": f"http://127.0.0.1:5000/{ACCOUNT}/dlq", "MessageBody": "x"})
+    assert queue.resource == f"arn:aws:sqs:{REGION}:{ACCOUNT}:dlq"
+
+
+def test_an_operation_it_cannot_name_fails_closed():
+    with pytest.raises(iam.UnknownRequestError):
+        requested("dynamodb", "BatchExecuteStatement", {"Statements": [{"Statement": "EXISTS(SELECT 1)"}]})
+    with pytest.raises(KeyError):
+        iam.action_spec("dynamodb", "BatchExecuteStatement")  # no IAM action of that name
+
+
+def test_an_explicit_deny_wins_and_nothing_allowed_is_denied():
+    allow = {"Effect": "Allow", "Action": "dynamodb:*Item", "Resource": TABLE}
+    deny = {"Sid": "NoDeletes", "Effect": "Deny", "Action": "dynamodb:DeleteItem", "Resource": "*"}
+    assert iam.evaluate([allow], "dynamodb:GetItem", TABLE, {}).allowed
+    assert not iam.evaluate([allow, deny], "dynamodb:DeleteItem", TABLE, {}).allowed
+    assert not iam.evaluate([allow], "dynamodb:Query", TABLE, {}).allowed
+    # A table's ARN does not cover its indexes
+    assert not iam.evaluate([allow | {"Action": "dynamodb:Query"}], "dynamodb:Query", f"{TABLE}/index/gsi2", {}).allowed
+
+
+def test_tag_conditions_are_evaluated_against_the_instances_tags():
+    statement = {
+        "Effect": "Allow",
+        "Action": "ssm:SendCommand",
+        "Resource": f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*",
+        "Condition": {"StringEquals": {"ssm:resourceTag/eks:cluster-name": ["ml-prod", "ml-batch"]}},
+    }
+    arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"
+    tagged = iam.instance_context({"eks:cluster-name": "ml-batch"})
+    assert iam.evaluate([statement], "ssm:SendCommand", arn, tagged).allowed
+    assert not iam.evaluate([statement], "ssm:SendCommand", arn, iam.instance_context({"eks:cluster-name": "web"})).allowed
+    # A missing key: the condition does not hold (a self-managed node without the tag)
+    assert not iam.evaluate([statement], "ssm:SendCommand", arn, {}).allowed
+
+
+def test_an_operator_it_does_not_implement_is_refused_not_guessed():
+    statement = {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"IpAddress": {"aws:SourceIp": "1"}}}
+    with pytest.raises(iam.UnsupportedPolicyError):
+        iam.evaluate([statement], "ssm:ListCommands", "*", {})
