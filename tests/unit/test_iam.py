@@ -20,7 +20,7 @@ def test_resources_are_named_as_aws_authorises_them():
     assert (query.action, query.resource) == ("dynamodb:Query", f"{TABLE}/index/gsi2")
     # PartiQL: one authorisation per statement, by kind; no IAM action named after the API
     statements = [
-        {"Statement": 'INSERT INTO "audit" VALUE {\'pk\': ?}'},
+        {"Statement": "INSERT INTO \"audit\" VALUE {'pk': ?}"},
         {"Statement": 'UPDATE "audit" SET "a" = ? WHERE "pk" = ?'},
         {"Statement": 'SELECT * FROM "audit"."gsi1" WHERE "gsi1pk" = ?'},
         {"Statement": 'DELETE FROM "audit" WHERE "pk" = ?'},
@@ -73,7 +73,9 @@ def test_tag_conditions_are_evaluated_against_the_instances_tags():
     arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"
     tagged = iam.instance_context({"eks:cluster-name": "ml-batch"})
     assert iam.evaluate([statement], "ssm:SendCommand", arn, tagged).allowed
-    assert not iam.evaluate([statement], "ssm:SendCommand", arn, iam.instance_context({"eks:cluster-name": "web"})).allowed
+    assert not iam.evaluate(
+        [statement], "ssm:SendCommand", arn, iam.instance_context({"eks:cluster-name": "web"})
+    ).allowed
     # A missing key: the condition does not hold (a self-managed node without the tag)
     assert not iam.evaluate([statement], "ssm:SendCommand", arn, {}).allowed
 
