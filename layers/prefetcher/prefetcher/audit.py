@@ -3,7 +3,6 @@ each image on that node."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from prefetcher import commands, sends, ssm, states
+from prefetcher import sends, ssm, states
 from prefetcher.errors import CommandNotFoundError, NodeNotReachableError, NotPermittedError, TransientError
 from prefetcher.events import CommandInvocationEvent
 from prefetcher.refs import ImageRef
@@ -108,20 +107,11 @@ def send_again(planned: Planned, images: list[ImageRef], settings: AuditSettings
     instance_id = planned.event.detail.instance_id
     sent: list[str] = []
     try:
-        for chunk in commands.split(images):
-            digests = hashlib.sha256(",".join(i.agent_item for i in chunk).encode()).hexdigest()[:16]
-            command_id, requested_at = sends.send_once(
-                table, f"again#{command.command_id}#{instance_id}#{digests}", chunk, settings.agent,
-                f"again {instance_id} ({command.cluster}), try {command.attempt + 1}", instance_ids=[instance_id],
-            )  # fmt: skip
-            table.record_command(
-                CommandRecord(
-                    command_id=command_id, kind="again", cluster=command.cluster, images=tuple(chunk),
-                    requested_at=requested_at, event_id=command.event_id, instance_id=instance_id,
-                    target=f"InstanceIds={instance_id}", attempt=command.attempt + 1,
-                )
-            )  # fmt: skip
-            sent.append(command_id)
+        sent = sends.send_to_node(
+            table, settings.agent, key=f"again#{command.command_id}", kind="again", cluster=command.cluster,
+            instance_id=instance_id, images=images, event_id=command.event_id,
+            comment=f"again {instance_id} ({command.cluster}), try {command.attempt + 1}", attempt=command.attempt + 1,
+        )  # fmt: skip
     except (NodeNotReachableError, NotPermittedError) as error:
         state = NodeState.UNDELIVERABLE if isinstance(error, NodeNotReachableError) else NodeState.FAILED
         now = datetime.now(UTC)

@@ -4,7 +4,6 @@ stops or terminates leaves coverage."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections import Counter
@@ -16,14 +15,14 @@ from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
 
-from prefetcher import clients, commands, sends
+from prefetcher import clients, sends
 from prefetcher.errors import NodeNotReachableError, NotPermittedError
 from prefetcher.events import InstanceStateEvent
 from prefetcher.fleet import KARPENTER_CLUSTER_TAG, MANAGED_CLUSTER_TAG, Membership, membership
 from prefetcher.refs import ImageRef
 from prefetcher.settings import JoinSettings
 from prefetcher.states import NodeImageUpdate, NodeState
-from prefetcher.store import AuditTable, CommandRecord
+from prefetcher.store import AuditTable
 
 logger = Logger(child=True)
 
@@ -171,23 +170,11 @@ def targeted(member: Membership | None, settings: JoinSettings) -> str:
 def send_images(
     table: AuditTable, settings: JoinSettings, *, cluster: str, instance_id: str, images: list[ImageRef], event_id: str
 ) -> list[str]:
-    """As few commands as the node's output allows (commands.split; usually one), to this node
-    only; each is recorded."""
-    sent = []
-    for chunk in commands.split(images):
-        digests = hashlib.sha256(",".join(i.agent_item for i in chunk).encode()).hexdigest()[:16]
-        command_id, requested_at = sends.send_once(
-            table, f"join#{event_id}#{instance_id}#{digests}", chunk, settings.agent,
-            f"join {instance_id} ({cluster})", instance_ids=[instance_id],
-        )  # fmt: skip
-        table.record_command(
-            CommandRecord(
-                command_id=command_id, kind="join", cluster=cluster, images=tuple(chunk), requested_at=requested_at,
-                event_id=event_id, instance_id=instance_id, target=f"InstanceIds={instance_id}",
-            )
-        )  # fmt: skip
-        sent.append(command_id)
-    return sent
+    """Every image to this node only (usually one command); each command is recorded."""
+    return sends.send_to_node(
+        table, settings.agent, key=f"join#{event_id}", kind="join", cluster=cluster, instance_id=instance_id,
+        images=images, event_id=event_id, comment=f"join {instance_id} ({cluster})",
+    )  # fmt: skip
 
 
 def handle_state(

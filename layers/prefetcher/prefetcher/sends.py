@@ -15,11 +15,11 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from prefetcher import ssm
+from prefetcher import commands, ssm
 from prefetcher.fleet import CommandTarget
 from prefetcher.refs import ImageRef
 from prefetcher.settings import AgentSettings
-from prefetcher.store import AuditTable, parse_iso
+from prefetcher.store import AuditTable, CommandRecord, parse_iso
 
 LOOKBACK = timedelta(minutes=10)
 
@@ -57,3 +57,35 @@ def send_once(
     )
     table.complete_send(key, command_id, requested_at)
     return command_id, requested_at
+
+
+def send_to_node(
+    table: AuditTable,
+    agent: AgentSettings,
+    *,
+    key: str,
+    kind: str,
+    cluster: str,
+    instance_id: str,
+    images: list[ImageRef],
+    event_id: str,
+    comment: str,
+    attempt: int = 1,
+) -> list[str]:
+    """Images to one node (by InstanceIds), in as few commands as its output allows
+    (commands.split), each sent exactly once and recorded for the audit path. `key` names the
+    occasion (a join event, a command whose images are sent again); returns the command ids."""
+    sent = []
+    for chunk in commands.split(images):
+        digests = hashlib.sha256(",".join(i.agent_item for i in chunk).encode()).hexdigest()[:16]
+        command_id, requested_at = send_once(
+            table, f"{key}#{instance_id}#{digests}", chunk, agent, comment, instance_ids=[instance_id]
+        )
+        table.record_command(
+            CommandRecord(
+                command_id=command_id, kind=kind, cluster=cluster, images=tuple(chunk), requested_at=requested_at,
+                event_id=event_id, instance_id=instance_id, target=f"InstanceIds={instance_id}", attempt=attempt,
+            )
+        )  # fmt: skip
+        sent.append(command_id)
+    return sent

@@ -30,7 +30,7 @@ class NodeState(enum.StrEnum):
     SKIPPED_DISK = "skipped-disk"
     # The command ended but the node's output says nothing of this image (cut, or the script
     # stopped before reporting it): not known to be held, not known to have failed; the audit
-    # function sends it again (audit.resend_unknown).
+    # function sends it again (audit.send_again).
     UNKNOWN = "unknown"
 
     @property
