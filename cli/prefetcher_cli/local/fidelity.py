@@ -96,10 +96,6 @@ class Rollout:
     started: dict[str, float] = field(default_factory=dict)  # instance -> start
     runs: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of each finished run
 
-    @property
-    def expires_after(self) -> int:
-        return self.timeout_seconds + self.execution_timeout
-
     def most_at_once(self) -> int:
         """The most invocations that ran at the same (simulated) time."""
         edges = sorted([(begin, 1) for begin, _ in self.runs] + [(end, -1) for _, end in self.runs])

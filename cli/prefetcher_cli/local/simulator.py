@@ -142,13 +142,7 @@ class NodeSimulator:
                 started_at=report.started_at,
                 finished_at=report.finished_at,
             )
-            wall = (
-                (report.finished_at - report.started_at).total_seconds()
-                if report.finished_at and report.started_at
-                else 0.0
-            )
-            seconds = wall if report.simulated_seconds is None else report.simulated_seconds
-            fidelity.finish(*key, status=report.status, details=report.details, seconds=seconds)
+            fidelity.finish(*key, status=report.status, details=report.details, seconds=report.seconds)
             self.put_events({**event, "detail": {**event["detail"], "status": report.status}})
             self.handled.append((invocation.command_id, invocation.instance_id, report.status))
             count += 1

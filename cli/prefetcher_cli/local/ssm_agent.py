@@ -133,6 +133,15 @@ class Report:
     finished_at: datetime | None
     simulated_seconds: float | None = None  # a simulated run's length (the SSM emulation's clock)
 
+    @property
+    def seconds(self) -> float:
+        """How long the run took on the rollout's clock: simulated, else its wall time."""
+        if self.simulated_seconds is not None:
+            return self.simulated_seconds
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return 0.0
+
 
 def report(run: ScriptExit, simulated_seconds: float | None = None) -> Report:
     """What the agent makes of a script run: status, code and its output rules."""
