@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefetcher import clients
-from prefetcher.store import AuditTable, coverage_pk, image_pk, iso, live_pk
+from prefetcher.store import AuditTable, coverage_pk, image_pk, live_pk
+from prefetcher.timestamps import iso
 from prefetcher_cli import views
 
 from bench.common import main_of, save

@@ -12,7 +12,8 @@ from typing import Any
 from prefetcher import refs
 from prefetcher.errors import ImageNotFoundError, PrefetcherError
 from prefetcher.states import NodeState
-from prefetcher.store import AuditTable, parse_iso
+from prefetcher.store import AuditTable
+from prefetcher.timestamps import parse_iso
 
 STATE_ORDER = [str(state) for state in NodeState]
 

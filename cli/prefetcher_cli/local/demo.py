@@ -14,11 +14,11 @@ import os
 import random
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prefetcher import clients
+from prefetcher.timestamps import event_time
 
 from prefetcher_cli import main as cli
 from prefetcher_cli.local import fidelity, iam
@@ -77,11 +77,6 @@ def prepare_agents(nodes: Any, why_not: str, event: dict[str, Any]) -> AgentRunn
     return real_agent(nodes)
 
 
-def now_iso() -> str:
-    """An EventBridge event's `time`: UTC, to the second."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def join_a_node(stack: LocalStack, simulator: NodeSimulator) -> str:
     """A node joins ml-prod after the push; its SSM agent registers a few seconds after it starts."""
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "karpenter", "gpu"))
@@ -89,7 +84,7 @@ def join_a_node(stack: LocalStack, simulator: NodeSimulator) -> str:
     say(f"node {instance} joins ml-prod (Karpenter, node pool gpu); its SSM agent is not registered yet")
     event = json.loads(JOIN_EVENT.read_text())
     event["detail"]["instance-id"] = instance
-    event["time"] = now_iso()
+    event["time"] = event_time()
     stack.put_events(event)
     started = time.monotonic()
 
@@ -135,7 +130,7 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
 
             launch_fleet(stack)
             event = json.loads(PUSH_EVENT.read_text())
-            event["time"] = now_iso()  # pushed now, not when the sample was written
+            event["time"] = event_time()  # pushed now, not when the sample was written
             nodes, why_not = real_nodes_or_reason(real_pulls)
             runner = prepare_agents(nodes, why_not, event)
             simulator = NodeSimulator(

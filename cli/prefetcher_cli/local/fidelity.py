@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from prefetcher.timestamps import iso
+
 _lock = threading.RLock()
 _installed = False
 _documents: dict[str, dict[str, Any]] = {}  # name -> parameters spec
@@ -394,10 +396,6 @@ def service_changes() -> list[ServiceChange]:
     return changes
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 def set_invocation(
     account: str,
     region: str,
@@ -428,8 +426,8 @@ def set_invocation(
             ResponseCode=response_code,
             StandardOutputContent=stdout,
             StandardErrorContent=stderr,
-            ExecutionStartDateTime=_iso(started_at) if started_at else "",
-            ExecutionEndDateTime=_iso(finished_at) if finished_at else "",
+            ExecutionStartDateTime=iso(started_at) if started_at else "",
+            ExecutionEndDateTime=iso(finished_at) if finished_at else "",
         )
         # The counts follow each change (counting every invocation each time is quadratic in a fleet).
         for status_, sign in ((before, -1), (invocation["Status"], 1)):

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefetcher.refs import ImageRef
+from prefetcher.timestamps import iso
 
 from prefetcher_cli.local import fidelity, ssm_agent
 from prefetcher_cli.local.ssm_agent import Report
@@ -69,10 +70,6 @@ def real_agent(nodes: Any) -> AgentRunner:
     return run
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 @dataclass
 class NodeSimulator:
     put_events: Callable[..., None]
@@ -94,7 +91,7 @@ class NodeSimulator:
                 "command-id": command_id,
                 "document-name": document,
                 "instance-id": instance_id,
-                "requested-date-time": _iso(requested),
+                "requested-date-time": iso(requested),
                 "status": status,
             },
         }

@@ -10,13 +10,14 @@ to the dead-letter queue with the validation error as its reason.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from prefetcher import refs
+from prefetcher.timestamps import aware
 
 AccountId = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
 Region = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+){1,2}-[0-9]{1,2}$")]
@@ -61,7 +62,7 @@ class _AwsEvent(EventBridgeModel):
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
         # EventBridge times are UTC ("2026-11-29T10:15:00Z"); read a zone-less time as UTC too.
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware(value)
 
 
 # ---- ECR: "ECR Image Action" -------------------------------------------------------------
@@ -114,7 +115,7 @@ class CommandInvocationDetail(BaseModel):
     @field_validator("requested_date_time")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware(value)
 
 
 class CommandInvocationEvent(_AwsEvent):

@@ -19,7 +19,8 @@ from prefetcher import commands, ssm
 from prefetcher.fleet import CommandTarget
 from prefetcher.refs import ImageRef
 from prefetcher.settings import AgentSettings
-from prefetcher.store import AuditTable, CommandRecord, parse_iso
+from prefetcher.store import AuditTable, CommandRecord
+from prefetcher.timestamps import parse_iso
 
 LOOKBACK = timedelta(minutes=10)
 

@@ -17,6 +17,7 @@ from prefetcher.fleet import CommandTarget
 from prefetcher.refs import ImageRef, images_parameter
 from prefetcher.settings import AgentSettings
 from prefetcher.states import Invocation
+from prefetcher.timestamps import event_time, parse_api_time
 
 COMMENT_MAX = 100
 
@@ -139,30 +140,16 @@ def find_command(document_name: str, marker: str, since: datetime) -> tuple[str,
         .paginate(
             Filters=[
                 {"key": "DocumentName", "value": document_name},
-                {"key": "InvokedAfter", "value": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+                {"key": "InvokedAfter", "value": event_time(since)},
             ]
         )
     )
     for page in pages:
         for command in page.get("Commands", []):
             if marker in command.get("Comment", "") and command.get("DocumentName") == document_name:
-                requested = _time(command.get("RequestedDateTime")) or datetime.now(UTC)
+                requested = parse_api_time(command.get("RequestedDateTime")) or datetime.now(UTC)
                 return command["CommandId"], requested
     return None
-
-
-def _time(value: object) -> datetime | None:
-    moment: datetime | None = None
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str) and value:
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if moment is not None and moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment
 
 
 def get_invocation(command_id: str, instance_id: str) -> Invocation:
@@ -181,6 +168,6 @@ def get_invocation(command_id: str, instance_id: str) -> Invocation:
         response_code=int(answer.get("ResponseCode", -1)),
         stdout=answer.get("StandardOutputContent", ""),
         stderr=answer.get("StandardErrorContent", ""),
-        started_at=_time(answer.get("ExecutionStartDateTime")),
-        finished_at=_time(answer.get("ExecutionEndDateTime")),
+        started_at=parse_api_time(answer.get("ExecutionStartDateTime")),
+        finished_at=parse_api_time(answer.get("ExecutionEndDateTime")),
     )

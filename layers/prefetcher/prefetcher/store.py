@@ -32,6 +32,7 @@ from prefetcher import clients
 from prefetcher.errors import EndpointUnreachableError, TableNotFoundError
 from prefetcher.refs import ImageRef
 from prefetcher.states import NodeImageUpdate, NodeState
+from prefetcher.timestamps import iso, parse_iso
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
@@ -43,14 +44,6 @@ GSI_NODE = "gsi1"
 BATCH_STATEMENTS = 25  # BatchExecuteStatement's limit
 GSI_COVERAGE = "gsi2"
 GSI_FAILURES = "gsi3"
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
-
-
-def parse_iso(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _serialize(value: Any) -> Any:
