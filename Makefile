@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install demo test test-unit test-integration test-template lint format build document bench reliability clean
+.PHONY: help install demo test test-fast test-unit test-integration test-template lint format build document bench reliability clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -53,6 +53,9 @@ demo: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed ## the w
 test: install ## every suite: unit, integration (DynamoDB Local + moto), template (cfn-lint, sam), node
 	$(BIN)/pytest tests
 
+test-fast: install ## unit + integration on both cores, without the slow, fault and node suites (about 3 min)
+	$(BIN)/pytest -n 2 -m "not slow and not node" tests/unit tests/integration
+
 test-unit: $(VENV)/.installed
 	$(BIN)/pytest tests/unit
 
@@ -62,10 +65,11 @@ test-integration: install
 test-template: install
 	$(BIN)/pytest tests/template
 
-lint: install ## ruff, mypy, shellcheck, cfn-lint, sam validate --lint, checkov, document in sync
+lint: install ## ruff, mypy, import-linter (the layering), shellcheck, cfn-lint, sam validate --lint, checkov, document in sync
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	shellcheck agent/prefetch.sh
 	$(BIN)/python scripts/render_document.py --check
 	$(BIN)/cfn-lint template.yaml

@@ -14,6 +14,8 @@ from tests.helpers import ROOT
 
 RESULTS = ROOT / ".local" / "reliability.json"
 
+pytestmark = pytest.mark.slow
+
 
 def save(result: paths.PathResult) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

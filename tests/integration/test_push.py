@@ -30,7 +30,7 @@ def push(stack, event=None):
     return stack.functions["ImagePushFunction"].invoke(copy.deepcopy(event or PUSH))
 
 
-@pytest.mark.parametrize("total", [10, 1000])
+@pytest.mark.parametrize("total", [10, pytest.param(1000, marks=pytest.mark.slow)])
 def test_one_push_sends_one_pinned_command_per_cluster_whatever_the_fleet_size(stack, total):
     # Given a fleet of `total` nodes in the two target clusters and one other cluster
     nodes = fleet(stack, total)

@@ -445,6 +445,7 @@ def test_the_dashboard_is_valid_json_and_shows_every_path(template):
 # ---------------------------------------------------------------- checkov ----------------
 
 
+@pytest.mark.slow
 def test_checkov_finds_nothing_that_is_not_justified(transformed):
     # Given checkov, installed in its own venv by `make install`
     if not CHECKOV.exists():

@@ -49,6 +49,7 @@ def test_sam_validate_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_sam_build_succeeds_without_docker(tmp_path):
     build = tmp_path / "build"
     result = sam("build", "--build-dir", str(build), "--cache-dir", str(tmp_path / "cache"))
