@@ -380,18 +380,28 @@ pull_all() {
   status=0
   for item in "${items[@]}"; do
     while [ "$(jobs -rp | wc -l)" -ge "$parallelism" ]; do
-      wait -n
+      wait_for_a_pull
       print_done
     done
     { pull_one "$item" >"$workdir/line.$index" && mv -- "$workdir/line.$index" "$workdir/done.$index"; } &
     index=$((index + 1))
   done
   while [ -n "$(jobs -rp)" ]; do
-    wait -n
+    wait_for_a_pull
     print_done
   done
   wait
   print_done
+}
+
+# Until a pull is done. `wait -n` is bash 4.3: AL2's bash 4.2 refuses it at once, with an error
+# on stderr each time round the loop, so there the loop looks again a fifth of a second later.
+wait_for_a_pull() {
+  if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 403)); then
+    wait -n
+  else
+    sleep 0.2
+  fi
 }
 
 print_done() {
