@@ -21,8 +21,9 @@
 #                             (default /etc/containerd/certs.d)
 #
 # Bash, because this is the aws:runShellScript body on AL2, AL2023 and Bottlerocket: nothing to
-# install on a node (docs/node-agent.md, "Why bash"). So: bash 4.2 (AL2) features only, no jq, no
-# Python; settings, then one function per step in the order main runs them, then `main`.
+# install on a node (docs/node-agent.md, "Why bash"). So: bash 4.2 (AL2) features only (`wait -n`
+# behind a version check), no jq, no Python; settings, then the functions of each step in the
+# order main runs them, then `main`.
 [ -n "${BASH_VERSION:-}" ] || exec /bin/bash "$0" "$@"
 set -uo pipefail
 umask 077
