@@ -19,6 +19,11 @@
 #   PREFETCH_CONTAINERD_ROOT  containerd's root directory (default /var/lib/containerd)
 #   PREFETCH_HOSTS_DIR        registry host configuration, as containerd's CRI config_path
 #                             (default /etc/containerd/certs.d)
+#
+# Bash, because this is the aws:runShellScript body on AL2, AL2023 and Bottlerocket: nothing to
+# install on a node (docs/node-agent.md, "Why bash"). So: bash 4.2 (AL2) features only (`wait -n`
+# behind a version check), no jq, no Python; settings, then the functions of each step in the
+# order main runs them, then `main`.
 [ -n "${BASH_VERSION:-}" ] || exec /bin/bash "$0" "$@"
 set -uo pipefail
 umask 077
@@ -38,6 +43,22 @@ readonly REPOSITORY_RE='[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*
 readonly TAG_RE='[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}'
 readonly DIGEST_RE='sha256:[a-f0-9]{64}'
 readonly ITEM_RE="^${REGISTRY_RE}/${REPOSITORY_RE}(:${TAG_RE})?@${DIGEST_RE}\$"
+# The node's settings (above), and where this run's work directory goes.
+readonly containerd_root=${PREFETCH_CONTAINERD_ROOT:-/var/lib/containerd}
+readonly base_hosts_dir=${PREFETCH_HOSTS_DIR:-/etc/containerd/certs.d}
+# On Bottlerocket, where on the host the registry configuration for ctr goes (/run is a tmpfs).
+readonly host_run=${PREFETCH_HOST_RUN_DIR:-/run/eks-image-prefetcher}
+readonly tmp_base=${TMPDIR:-/tmp}
+
+# The steps share the run's state in globals, each set once by the step that owns it:
+#   read_parameters   items min_free_mib parallelism pull_timeout cleanup
+#   reach_containerd  bottlerocket ctr_cmd node_arch
+#   make_workdir      workdir host_workdir hosts_dir
+#   pull_all          status (1 once an image failed)
+# Bash 4.2 has no namerefs: a function that returns several values (parse_item, the steps of
+# pull_one) sets them in its caller's scope, where the caller has declared them `local`.
+
+# --- output ------------------------------------------------------------------------------------
 
 log() { printf '%s prefetch: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 
@@ -55,46 +76,69 @@ fatal() {
 }
 fail_input() { fatal 2 "rejected: $*"; }
 
-# --- parameters ------------------------------------------------------------------------------
+# --- 1. parameters -----------------------------------------------------------------------------
 
-if [ -z "${SSM_Images+set}" ]; then
-  fail_input "SSM_Images is not set: this SSM agent does not pass parameters as environment variables (needs 3.3.2746.0 or later)"
-fi
-images_param=$SSM_Images
-min_free_mib=${SSM_MinFreeDiskMiB:-2048}
-parallelism=${SSM_Parallelism:-3}
-pull_timeout=${SSM_PullTimeoutSeconds:-1800}
-cleanup=${SSM_CleanupSuperseded:-false}
-
-[ "${#images_param}" -le 32000 ] || fail_input "Images is longer than 32000 characters"
-[[ $min_free_mib =~ ^[0-9]{1,8}$ ]] || fail_input "MinFreeDiskMiB must be a whole number of MiB"
-[[ $parallelism =~ ^([1-9]|1[0-6])$ ]] || fail_input "Parallelism must be 1 to 16"
-[[ $pull_timeout =~ ^[1-9][0-9]{1,4}$ ]] || fail_input "PullTimeoutSeconds must be 10 to 99999"
-[[ $cleanup =~ ^(true|false)$ ]] || fail_input "CleanupSuperseded must be true or false"
-min_free_mib=$((10#$min_free_mib))
-parallelism=$((10#$parallelism))
-pull_timeout=$((10#$pull_timeout))
-
-# Split on commas without letting the shell interpret anything, then check every item.
-items=()
-rest=$images_param
-while :; do
-  item=${rest%%,*}
-  [[ $item =~ $ITEM_RE ]] || fail_input "Images item $((${#items[@]} + 1)) is not registry/repository[:tag]@sha256:<digest>"
-  name=${item%@*}
-  registry=${name%%/*}
-  repo=${name#*/}
-  repo=${repo%:*}
-  if [ "${#registry}" -gt 255 ] || [ "${#repo}" -gt 256 ]; then
-    fail_input "Images item $((${#items[@]} + 1)) has a registry or repository name that is too long"
+read_parameters() {
+  local images_param rest item registry repo tag digest
+  if [ -z "${SSM_Images+set}" ]; then
+    fail_input "SSM_Images is not set: this SSM agent does not pass parameters as environment variables (needs 3.3.2746.0 or later)"
   fi
-  items+=("$item")
-  [ "${#items[@]}" -le "$MAX_IMAGES" ] || fail_input "more than ${MAX_IMAGES} images"
-  [ "$item" != "$rest" ] || break
-  rest=${rest#*,}
-done
+  images_param=$SSM_Images
+  min_free_mib=${SSM_MinFreeDiskMiB:-2048}
+  parallelism=${SSM_Parallelism:-3}
+  pull_timeout=${SSM_PullTimeoutSeconds:-1800}
+  cleanup=${SSM_CleanupSuperseded:-false}
 
-# --- the node --------------------------------------------------------------------------------
+  [ "${#images_param}" -le 32000 ] || fail_input "Images is longer than 32000 characters"
+  [[ $min_free_mib =~ ^[0-9]{1,8}$ ]] || fail_input "MinFreeDiskMiB must be a whole number of MiB"
+  [[ $parallelism =~ ^([1-9]|1[0-6])$ ]] || fail_input "Parallelism must be 1 to 16"
+  [[ $pull_timeout =~ ^[1-9][0-9]{1,4}$ ]] || fail_input "PullTimeoutSeconds must be 10 to 99999"
+  [[ $cleanup =~ ^(true|false)$ ]] || fail_input "CleanupSuperseded must be true or false"
+  min_free_mib=$((10#$min_free_mib))
+  parallelism=$((10#$parallelism))
+  pull_timeout=$((10#$pull_timeout))
+
+  # Split on commas without letting the shell interpret anything, then check every item.
+  items=()
+  rest=$images_param
+  while :; do
+    item=${rest%%,*}
+    [[ $item =~ $ITEM_RE ]] || fail_input "Images item $((${#items[@]} + 1)) is not registry/repository[:tag]@sha256:<digest>"
+    parse_item "$item"
+    if [ "${#registry}" -gt 255 ] || [ "${#repo}" -gt 256 ]; then
+      fail_input "Images item $((${#items[@]} + 1)) has a registry or repository name that is too long"
+    fi
+    items+=("$item")
+    [ "${#items[@]}" -le "$MAX_IMAGES" ] || fail_input "more than ${MAX_IMAGES} images"
+    [ "$item" != "$rest" ] || break
+    rest=${rest#*,}
+  done
+}
+
+# The one reading of an Images item, registry/repository[:tag]@sha256:<digest> (ITEM_RE has
+# matched it): sets registry, repo, tag ('' if none) and digest in the caller's scope. Neither the
+# repository nor the tag can hold a ':' or '@'; a registry's ':port' comes before the first '/'.
+parse_item() {
+  local name=${1%@*} path
+  digest=${1##*@}
+  registry=${name%%/*}
+  path=${name#*/}
+  if [[ $path == *:* ]]; then
+    tag=${path##*:}
+    repo=${path%:*}
+  else
+    tag=''
+    repo=$path
+  fi
+}
+
+# --- 2. prepare: the way to containerd, the work directory -------------------------------------
+
+prepare() {
+  reach_containerd
+  make_workdir
+  log "${#items[@]} image(s), parallelism ${parallelism}, ${min_free_mib} MiB minimum free, platform linux/${node_arch}"
+}
 
 # Bottlerocket runs the SSM agent in its control container, which sees none of the host's files.
 # Everything that touches the host (ctr, the disk check, the registry configuration ctr reads,
@@ -104,16 +148,27 @@ done
 # is disabled by default; without it nothing can be pulled, and the reason says so.
 # Elsewhere the script runs on the host itself, and ctr talks to containerd's socket
 # (CONTAINERD_ADDRESS if set).
-if command -v apiclient >/dev/null 2>&1; then
-  bottlerocket=true
-  if ! reply=$(apiclient exec admin sheltie true 2>&1); then
-    fatal 3 "Bottlerocket: the host cannot be reached through the admin container ($(printf '%s' "$reply" | tail -n 1)): it is disabled by default; prefetching needs settings.host-containers.admin.enabled = true (docs/node-agent.md)"
+reach_containerd() {
+  local reply
+  if command -v apiclient >/dev/null 2>&1; then
+    bottlerocket=true
+    if ! reply=$(apiclient exec admin sheltie true 2>&1); then
+      fatal 3 "Bottlerocket: the host cannot be reached through the admin container ($(printf '%s' "$reply" | tail -n 1)): it is disabled by default; prefetching needs settings.host-containers.admin.enabled = true (docs/node-agent.md)"
+    fi
+  elif command -v ctr >/dev/null 2>&1; then
+    bottlerocket=false
+  else
+    fatal 3 "neither ctr nor apiclient found: is this an EKS node with containerd?"
   fi
-elif command -v ctr >/dev/null 2>&1; then
-  bottlerocket=false
-else
-  fatal 3 "neither ctr nor apiclient found: is this an EKS node with containerd?"
-fi
+  ctr_cmd=(ctr)
+  [ "$bottlerocket" = false ] || ctr_cmd=(apiclient exec admin sheltie ctr)
+  case "$(uname -m)" in
+    x86_64 | amd64) node_arch=amd64 ;;
+    aarch64 | arm64) node_arch=arm64 ;;
+    *) node_arch=$(uname -m) ;;
+  esac
+}
+
 on_host() {
   if [ "$bottlerocket" = true ]; then
     apiclient exec admin sheltie "$@"
@@ -121,17 +176,6 @@ on_host() {
     "$@"
   fi
 }
-ctr_cmd=(ctr)
-[ "$bottlerocket" = false ] || ctr_cmd=(apiclient exec admin sheltie ctr)
-containerd_root=${PREFETCH_CONTAINERD_ROOT:-/var/lib/containerd}
-base_hosts_dir=${PREFETCH_HOSTS_DIR:-/etc/containerd/certs.d}
-# On Bottlerocket, where on the host the registry configuration for ctr goes (/run is a tmpfs).
-host_run=${PREFETCH_HOST_RUN_DIR:-/run/eks-image-prefetcher}
-case "$(uname -m)" in
-  x86_64 | amd64) node_arch=amd64 ;;
-  aarch64 | arm64) node_arch=arm64 ;;
-  *) node_arch=$(uname -m) ;;
-esac
 
 ctr_ns() { "${ctr_cmd[@]}" --namespace "$NAMESPACE" "$@"; }
 
@@ -141,38 +185,51 @@ ctr_ns() { "${ctr_cmd[@]}" --namespace "$NAMESPACE" "$@"; }
 # so no trap runs: a watcher in a session of its own (the kill does not reach it) removes both
 # once this shell is gone, and each run first removes what runs that are gone left behind
 # (should the watcher have been killed too). The directory's name carries its run's process id.
-tmp_base=${TMPDIR:-/tmp}
-for stale in "$tmp_base"/prefetch.*.*; do
-  if [ ! -d "$stale" ] || [ -L "$stale" ] || [ ! -O "$stale" ]; then
-    continue
-  fi
-  owner=${stale##*/prefetch.}
-  owner=${owner%%.*}
-  [[ $owner =~ ^[0-9]+$ ]] || continue
-  if ! kill -0 "$owner" 2>/dev/null; then
-    rm -rf -- "$stale"
-    [ "$bottlerocket" = false ] || on_host rm -rf -- "$host_run/${stale##*/}" >/dev/null 2>&1
-  fi
-done
-workdir=$(mktemp -d "$tmp_base/prefetch.$$.XXXXXXXX") || fatal 3 "cannot create a private work directory in $tmp_base"
-host_workdir=$workdir
-[ "$bottlerocket" = false ] || host_workdir="$host_run/${workdir##*/}"
+make_workdir() {
+  remove_stale_workdirs
+  workdir=$(mktemp -d "$tmp_base/prefetch.$$.XXXXXXXX") || fatal 3 "cannot create a private work directory in $tmp_base"
+  host_workdir=$workdir
+  [ "$bottlerocket" = false ] || host_workdir="$host_run/${workdir##*/}"
+  # The private hosts directory ctr reads (prepare_hosts): here, or on Bottlerocket on the host.
+  hosts_dir="$host_workdir/hosts"
+  trap cleanup_workdirs EXIT
+  start_cleanup_watcher
+}
+
+remove_stale_workdirs() {
+  local stale owner
+  for stale in "$tmp_base"/prefetch.*.*; do
+    if [ ! -d "$stale" ] || [ -L "$stale" ] || [ ! -O "$stale" ]; then
+      continue
+    fi
+    owner=${stale##*/prefetch.}
+    owner=${owner%%.*}
+    [[ $owner =~ ^[0-9]+$ ]] || continue
+    if ! kill -0 "$owner" 2>/dev/null; then
+      rm -rf -- "$stale"
+      [ "$bottlerocket" = false ] || on_host rm -rf -- "$host_run/${stale##*/}" >/dev/null 2>&1
+    fi
+  done
+}
+
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup_workdirs() {
   rm -rf -- "$workdir"
   [ "$bottlerocket" = false ] || on_host rm -rf -- "$host_workdir" >/dev/null 2>&1
 }
-trap cleanup_workdirs EXIT
-if command -v setsid >/dev/null 2>&1; then
-  # In a subshell that exits at once: the watcher is no job of this shell (wait ignores it).
-  # shellcheck disable=SC2016 # the watcher's own positional parameters, not this shell's
-  (setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
-    rm -rf -- "$2"
-    [ "$3" = "$2" ] || apiclient exec admin sheltie rm -rf -- "$3"' \
-    prefetch-cleanup "$$" "$workdir" "$host_workdir" </dev/null >/dev/null 2>&1 &)
-fi
 
-# --- helpers ---------------------------------------------------------------------------------
+start_cleanup_watcher() {
+  if command -v setsid >/dev/null 2>&1; then
+    # In a subshell that exits at once: the watcher is no job of this shell (wait ignores it).
+    # shellcheck disable=SC2016 # the watcher's own positional parameters, not this shell's
+    (setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
+      rm -rf -- "$2"
+      [ "$3" = "$2" ] || apiclient exec admin sheltie rm -rf -- "$3"' \
+      prefetch-cleanup "$$" "$workdir" "$host_workdir" </dev/null >/dev/null 2>&1 &)
+  fi
+}
+
+# --- helpers -----------------------------------------------------------------------------------
 
 # Flatten JSON on stdin into "path<TAB>value" lines (manifests.0.digest, layers.1.size, ...).
 # Exits non-zero on malformed input. POSIX awk: the nodes have no jq.
@@ -236,11 +293,20 @@ free_mib() { on_host df -Pk -- "$containerd_root" 2>/dev/null | awk 'NR == 2 && 
 # The last line of a command's errors, without ctr's "ctr: " prefix.
 last_line() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | sed 's/^ctr: //' | cut -c1-"$MAX_ERROR"; }
 
+# --- 3. registry configuration and credentials, once per registry, before the parallel pulls ---
+
+configure_registries() {
+  local item registry repo tag digest
+  for item in "${items[@]}"; do
+    parse_item "$item"
+    prepare_hosts "$registry"
+  done
+}
+
 # A private hosts directory: the node's registry configuration (mirrors, CAs, plain HTTP), and
 # for ECR registries the Authorization header, so the token is never on a command line and never
 # printed. Registry credentials come from the node's own role. It is where ctr reads it: here,
 # or on Bottlerocket on the host (written there through `on_host`, from files made here).
-readonly hosts_dir="$host_workdir/hosts"
 prepare_hosts() {
   local registry=$1 conf password region creds hosts staged="$workdir/hosts.toml.staged"
   conf="$hosts_dir/$registry/hosts.toml"
@@ -306,6 +372,119 @@ ecr_password() {
   return 1
 }
 
+# --- 4. every image, a bounded number at a time ------------------------------------------------
+
+# Each pull writes its line to a file of its own; this shell prints each as soon as it is there
+# (one writer on stdout), so a run stopped mid-way has printed every image it finished.
+pull_all() {
+  local item index=0
+  status=0
+  for item in "${items[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$parallelism" ]; do
+      wait_for_a_pull
+      print_done
+    done
+    { pull_one "$item" >"$workdir/line.$index" && mv -- "$workdir/line.$index" "$workdir/done.$index"; } &
+    index=$((index + 1))
+  done
+  while [ -n "$(jobs -rp)" ]; do
+    wait_for_a_pull
+    print_done
+  done
+  wait
+  print_done
+}
+
+# Until a pull is done. `wait -n` is bash 4.3: AL2's bash 4.2 refuses it at once, with an error
+# on stderr each time round the loop, so there the loop looks again a fifth of a second later.
+wait_for_a_pull() {
+  if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 403)); then
+    wait -n
+  else
+    sleep 0.2
+  fi
+}
+
+print_done() {
+  local file
+  for file in "$workdir"/done.*; do
+    [ -e "$file" ] || continue
+    cat -- "$file"
+    grep -q '"outcome":"failed"' "$file" && status=1
+    rm -f -- "$file"
+  done
+}
+
+# One image, in a background job: its result line on stdout. The steps below read and set
+# pull_one's locals: outcome, error and bytes, for the image pinned (registry/repo@digest).
+pull_one() {
+  local registry repo tag digest pinned started existing outcome=pulled error='' bytes=0
+  local pull_log="$workdir/pull.$BASHPID.log" fetch_errors="$workdir/fetch.$BASHPID.err"
+  parse_item "$1"
+  pinned="$registry/$repo@$digest"
+  started=$(now)
+  if existing=$(present_ref "$digest"); then
+    use_present "$existing"
+  else
+    pull_with_retries
+  fi
+  tag_image
+  report_image
+}
+
+# The name of an image in the namespace with this target digest, complete and unpacked (the
+# kubelet may have pulled it under its tag, or only its CRI id may be left).
+present_ref() {
+  ctr_ns images check 2>/dev/null | awk -v d="$1" '
+    NR > 1 && $3 == d && $4 == "complete" && $NF == "true" { print $1; found = 1; exit } END { exit !found }'
+}
+
+# Present under the name given: name it by digest too (locally, no registry call; the tag is set
+# again by tag_image), and its size from the content store.
+use_present() {
+  local existing=$1 manifest
+  outcome=present
+  if [ "$existing" != "$pinned" ] && ! ctr_ns images tag --force "$existing" "$pinned" >/dev/null 2>"$workdir/tag.$BASHPID.err"; then
+    outcome=failed
+    error="present as $existing, but naming it $pinned failed: $(last_line "$workdir/tag.$BASHPID.err")"
+  fi
+  manifest=$(platform_manifest "$pinned" "$registry/$repo" "$hosts_dir" local /dev/null) && bytes=$(printf '%s\n' "$manifest" | layers_bytes)
+}
+
+# Transient registry errors (5xx, throttling, resets, timeouts) in reading the manifest or in the
+# pull are tried again with backoff; an answer such as 401, 403 or 404 is final. Each try reads
+# the manifest and checks the disk again. A step that fails returns 1 if another try may help, 2
+# if not.
+pull_with_retries() {
+  local attempt
+  for ((attempt = 1; attempt <= PULL_ATTEMPTS; attempt++)); do
+    outcome=pulled
+    error=''
+    read_manifest || { retry_or_stop "$?" "$fetch_errors" "$attempt" && continue; return; }
+    check_disk || return
+    pull_image "$attempt" || { retry_or_stop "$?" "$pull_log" "$attempt" && continue; return; }
+    return
+  done
+}
+
+# The manifest for this node's platform, from the registry: sets bytes (config and layers).
+read_manifest() {
+  local manifest code
+  manifest=$(platform_manifest "$pinned" "$registry/$repo" "$hosts_dir" remote "$fetch_errors")
+  code=$?
+  if [ "$code" -eq 4 ]; then
+    outcome=failed
+    error="the image has no linux/${node_arch} variant"
+    return 2
+  elif [ "$code" -ne 0 ]; then
+    outcome=failed
+    error="cannot read the manifest: $(last_line "$fetch_errors")"
+    [ -n "${error#cannot read the manifest: }" ] || error="cannot read the manifest of $pinned"
+    return 1
+  fi
+  bytes=$(printf '%s\n' "$manifest" | layers_bytes)
+}
+
 # The manifest for this node's platform, flattened, from the registry or the content store.
 platform_manifest() {
   local ref=$1 repo_ref=$2 hosts=$3 source=$4 errors=$5 raw paths child
@@ -330,18 +509,42 @@ platform_manifest() {
 
 layers_bytes() { awk -F '\t' '$1 ~ /^(layers\.[0-9]+|config)\.size$/ { total += $2 } END { printf "%d", total }'; }
 
-# The name of an image in the namespace with this target digest, complete and unpacked (the
-# kubelet may have pulled it under its tag, or only its CRI id may be left).
-present_ref() {
-  ctr_ns images check 2>/dev/null | awk -v d="$1" '
-    NR > 1 && $3 == d && $4 == "complete" && $NF == "true" { print $1; found = 1; exit } END { exit !found }'
+# The disk guard: skipped-disk, and nothing downloaded, if the image (layers and unpacking) would
+# leave less than MinFreeDiskMiB free on containerd's root.
+check_disk() {
+  local need_mib free
+  need_mib=$(((bytes * (1 + UNPACK_FACTOR) + 1048575) / 1048576))
+  free=$(free_mib)
+  if [ -n "$free" ] && [ $((free - need_mib)) -lt "$min_free_mib" ]; then
+    outcome=skipped-disk
+    error="needs about ${need_mib} MiB (layers and unpacking), ${free} MiB free on ${containerd_root}, MinFreeDiskMiB ${min_free_mib}: missing $((min_free_mib + need_mib - free)) MiB"
+    return 1
+  fi
 }
 
+# One `ctr images pull` by digest, labelled as this agent's, within PullTimeoutSeconds.
+pull_image() {
+  local attempt=$1 code
+  log "pulling $pinned ($((bytes / 1048576)) MiB, try $attempt)"
+  timeout --kill-after=10 "$pull_timeout" "${ctr_cmd[@]}" --namespace "$NAMESPACE" images pull \
+    --hosts-dir "$hosts_dir" --label "$MARK_LABEL=true" "$pinned" >"$pull_log" 2>&1
+  code=$?
+  [ "$code" -eq 0 ] && return 0
+  outcome=failed
+  error=$(last_line "$pull_log")
+  if [ "$code" -eq 124 ] || [ "$code" -eq 137 ]; then
+    error="the pull took longer than PullTimeoutSeconds (${pull_timeout} s)"
+    return 2
+  fi
+  return 1
+}
+
+# After a failed step ($1: its return code, $2: its errors, $3: the try): pause and succeed if
+# another try may help.
 retry_or_stop() {
-  # $1 error file, $2 attempt, $3 image, $4 error: sleep and succeed if another try may help.
-  if [ "$2" -lt "$PULL_ATTEMPTS" ] && transient "$1"; then
-    log "transient registry error for $3 (try $2 of $PULL_ATTEMPTS): $4"
-    sleep $((2 ** $2))
+  if [ "$1" -eq 1 ] && [ "$3" -lt "$PULL_ATTEMPTS" ] && transient "$2"; then
+    log "transient registry error for $pinned (try $3 of $PULL_ATTEMPTS): $error"
+    sleep $((2 ** $3))
     return 0
   fi
   return 1
@@ -353,104 +556,36 @@ transient() {
   grep -qiE '(50[0-9]|429|too many requests|connection reset|connection refused|i/o timeout|timeout|tls handshake|EOF|temporary|unavailable)' "$1"
 }
 
-# --- one image -------------------------------------------------------------------------------
-
-pull_one() {
-  local item=$1 name digest registry rest repo tag pinned started outcome=pulled error='' bytes=0 existing
-  local hosts manifest need_mib free attempt code
-  local log_file="$workdir/pull.$BASHPID.log" fetch_errors="$workdir/fetch.$BASHPID.err"
-  name=${item%@*}
-  digest=${item##*@}
-  registry=${name%%/*}
-  rest=${name#*/}
-  if [[ $rest == *:* ]]; then
-    tag=${rest##*:}
-    repo=${rest%:*}
-  else
-    tag=''
-    repo=$rest
-  fi
-  pinned="$registry/$repo@$digest"
-  started=$(now)
-  hosts=$hosts_dir
-
-  if existing=$(present_ref "$digest"); then
-    outcome=present
-    # Name it by digest too (locally, no registry call); the tag is set again below.
-    if [ "$existing" != "$pinned" ] && ! ctr_ns images tag --force "$existing" "$pinned" >/dev/null 2>"$workdir/tag.$BASHPID.err"; then
-      outcome=failed
-      error="present as $existing, but naming it $pinned failed: $(last_line "$workdir/tag.$BASHPID.err")"
-    fi
-    manifest=$(platform_manifest "$pinned" "$registry/$repo" "$hosts" local /dev/null) && bytes=$(printf '%s\n' "$manifest" | layers_bytes)
-  else
-    # Transient registry errors (5xx, throttling, resets, timeouts) are tried again with backoff;
-    # an answer such as 401, 403 or 404 is final.
-    for ((attempt = 1; attempt <= PULL_ATTEMPTS; attempt++)); do
-      outcome=pulled
-      error=''
-      manifest=$(platform_manifest "$pinned" "$registry/$repo" "$hosts" remote "$fetch_errors")
-      code=$?
-      if [ "$code" -eq 4 ]; then
-        outcome=failed
-        error="the image has no linux/${node_arch} variant"
-        break
-      elif [ "$code" -ne 0 ]; then
-        outcome=failed
-        error="cannot read the manifest: $(last_line "$fetch_errors")"
-        [ -n "${error#cannot read the manifest: }" ] || error="cannot read the manifest of $pinned"
-        retry_or_stop "$fetch_errors" "$attempt" "$pinned" "$error" && continue
-        break
-      fi
-      bytes=$(printf '%s\n' "$manifest" | layers_bytes)
-      need_mib=$(((bytes * (1 + UNPACK_FACTOR) + 1048575) / 1048576))
-      free=$(free_mib)
-      if [ -n "$free" ] && [ $((free - need_mib)) -lt "$min_free_mib" ]; then
-        outcome=skipped-disk
-        error="needs about ${need_mib} MiB (layers and unpacking), ${free} MiB free on ${containerd_root}, MinFreeDiskMiB ${min_free_mib}: missing $((min_free_mib + need_mib - free)) MiB"
-        break
-      fi
-      log "pulling $pinned ($((bytes / 1048576)) MiB, try $attempt)"
-      timeout --kill-after=10 "$pull_timeout" "${ctr_cmd[@]}" --namespace "$NAMESPACE" images pull \
-        --hosts-dir "$hosts" --label "$MARK_LABEL=true" "$pinned" >"$log_file" 2>&1
-      code=$?
-      [ "$code" -eq 0 ] && break
-      outcome=failed
-      error=$(last_line "$log_file")
-      if [ "$code" -eq 124 ] || [ "$code" -eq 137 ]; then
-        error="the pull took longer than PullTimeoutSeconds (${pull_timeout} s)"
-        break
-      fi
-      retry_or_stop "$log_file" "$attempt" "$pinned" "$error" && continue
-      break
-    done
-  fi
-
-  # The tag makes the image resolvable under the name Pods use (IfNotPresent starts at once).
+# The tag makes the image resolvable under the name Pods use (IfNotPresent starts at once).
+tag_image() {
   if { [ "$outcome" = pulled ] || [ "$outcome" = present ]; } && [ -n "$tag" ] &&
     ! ctr_ns images tag --force "$pinned" "$registry/$repo:$tag" >/dev/null 2>"$workdir/tag.$BASHPID.err"; then
     outcome=failed
     error="tagging $registry/$repo:$tag failed: $(last_line "$workdir/tag.$BASHPID.err")"
   fi
+}
+
+report_image() {
   printf '{"image":"%s","digest":"%s","tag":"%s","outcome":"%s","bytes":%d,"seconds":%s,"error":"%s"}\n' \
     "$pinned" "$digest" "$tag" "$outcome" "${bytes:-0}" "$(elapsed "$started" "$(now)")" "$(clean_text "$error")"
 }
 
-# --- cleanup (opt-in): superseded digests this agent pulled, that nothing uses ----------------
+# --- 5. finish ---------------------------------------------------------------------------------
 
+finish() {
+  [ "$cleanup" = true ] && cleanup_superseded
+  exit "$status"
+}
+
+# Opt-in (CleanupSuperseded): superseded digests this agent pulled, that nothing uses.
 cleanup_superseded() {
-  local item name digest registry rest repo keep images containers refs ref target
+  local item registry repo tag digest images containers refs ref target
   images=$(ctr_ns images ls 2>/dev/null) || return 0
   containers=$(ctr_ns containers ls 2>/dev/null | awk 'NR > 1 { print $2 }')
   for item in "${items[@]}"; do
-    name=${item%@*}
-    digest=${item##*@}
-    registry=${name%%/*}
-    rest=${name#*/}
-    repo=${rest%:*}
-    [[ $rest == *:* ]] || repo=$rest
-    keep=$digest
+    parse_item "$item"
     # Our digest references of the same repository, other than the one just pulled.
-    printf '%s\n' "$images" | awk -v prefix="$registry/$repo@" -v keep="$keep" -v label="$MARK_LABEL=true" '
+    printf '%s\n' "$images" | awk -v prefix="$registry/$repo@" -v keep="$digest" -v label="$MARK_LABEL=true" '
       NR > 1 && index($1, prefix) == 1 && $3 != keep && index($0, label) > 0 { print $3 }' | sort -u |
       while read -r target; do
         # Every name of that image: if a tag still points to it, or a container uses any of
@@ -472,39 +607,14 @@ cleanup_superseded() {
   done
 }
 
-# --- all images, a bounded number at a time ---------------------------------------------------
+# --- main --------------------------------------------------------------------------------------
 
-log "${#items[@]} image(s), parallelism ${parallelism}, ${min_free_mib} MiB minimum free, platform linux/${node_arch}"
-# Registry configuration and credentials once per registry, before the parallel pulls.
-for item in "${items[@]}"; do
-  prepare_hosts "${item%%/*}"
-done
-# Each pull writes its line to a file of its own; this shell prints each as soon as it is there
-# (one writer on stdout), so a run stopped mid-way has printed every image it finished.
-status=0
-print_done() {
-  local file
-  for file in "$workdir"/done.*; do
-    [ -e "$file" ] || continue
-    cat -- "$file"
-    grep -q '"outcome":"failed"' "$file" && status=1
-    rm -f -- "$file"
-  done
+main() {
+  read_parameters      # 1. SSM_* read and checked; any rejected value: a fatal line, exit 2
+  prepare              # 2. the way to containerd (none: a fatal line, exit 3), the work directory
+  configure_registries # 3. each registry's configuration, with its ECR credentials, for ctr
+  pull_all             # 4. every image, Parallelism at a time, its line printed once it is done
+  finish               # 5. the opt-in cleanup, then exit 0 unless an image failed
 }
-index=0
-for item in "${items[@]}"; do
-  while [ "$(jobs -rp | wc -l)" -ge "$parallelism" ]; do
-    wait -n
-    print_done
-  done
-  { pull_one "$item" >"$workdir/line.$index" && mv -- "$workdir/line.$index" "$workdir/done.$index"; } &
-  index=$((index + 1))
-done
-while [ -n "$(jobs -rp)" ]; do
-  wait -n
-  print_done
-done
-wait
-print_done
-[ "$cleanup" = true ] && cleanup_superseded
-exit "$status"
+
+main "$@"
