@@ -420,6 +420,7 @@ print_done() {
 pull_one() {
   local registry repo tag digest pinned started existing outcome=pulled error='' bytes=0
   local pull_log="$workdir/pull.$BASHPID.log" fetch_errors="$workdir/fetch.$BASHPID.err"
+  local tag_errors="$workdir/tag.$BASHPID.err"
   parse_item "$1"
   pinned="$registry/$repo@$digest"
   started=$(now)
@@ -444,9 +445,9 @@ present_ref() {
 use_present() {
   local existing=$1 manifest
   outcome=present
-  if [ "$existing" != "$pinned" ] && ! ctr_ns images tag --force "$existing" "$pinned" >/dev/null 2>"$workdir/tag.$BASHPID.err"; then
+  if [ "$existing" != "$pinned" ] && ! ctr_ns images tag --force "$existing" "$pinned" >/dev/null 2>"$tag_errors"; then
     outcome=failed
-    error="present as $existing, but naming it $pinned failed: $(last_line "$workdir/tag.$BASHPID.err")"
+    error="present as $existing, but naming it $pinned failed: $(last_line "$tag_errors")"
   fi
   manifest=$(platform_manifest "$pinned" "$registry/$repo" "$hosts_dir" local /dev/null) && bytes=$(printf '%s\n' "$manifest" | layers_bytes)
 }
@@ -559,9 +560,9 @@ transient() {
 # The tag makes the image resolvable under the name Pods use (IfNotPresent starts at once).
 tag_image() {
   if { [ "$outcome" = pulled ] || [ "$outcome" = present ]; } && [ -n "$tag" ] &&
-    ! ctr_ns images tag --force "$pinned" "$registry/$repo:$tag" >/dev/null 2>"$workdir/tag.$BASHPID.err"; then
+    ! ctr_ns images tag --force "$pinned" "$registry/$repo:$tag" >/dev/null 2>"$tag_errors"; then
     outcome=failed
-    error="tagging $registry/$repo:$tag failed: $(last_line "$workdir/tag.$BASHPID.err")"
+    error="tagging $registry/$repo:$tag failed: $(last_line "$tag_errors")"
   fi
 }
 

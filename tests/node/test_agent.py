@@ -141,6 +141,24 @@ def test_images_pull_in_parallel_within_the_bound(run, registry, pushed, contain
     assert peak == 2
 
 
+def test_a_tag_that_containerd_refuses_fails_with_containerds_own_reason(run, registry, pushed, tmp_path):
+    # Given a ctr that pulls as the real one does but refuses every tag with a reason
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    real = subprocess.run(["sh", "-c", "command -v ctr"], capture_output=True, text=True, check=True).stdout.strip()
+    (shim / "ctr").write_text(
+        "#!/bin/bash\n"
+        'case " $* " in *" images tag "*) echo "ctr: image name is reserved by policy" >&2; exit 1;; esac\n'
+        f'exec {real} "$@"\n'
+    )
+    (shim / "ctr").chmod(0o755)
+    # When the agent pulls a tagged image
+    outcome, (line,) = run([item(registry, pushed["other"])], path_prefix=[shim])
+    # Then the image fails, and the reason is containerd's own last line, not an empty one
+    assert outcome.response_code == 1 and line.outcome == "failed", outcome.stderr
+    assert line.error.startswith("tagging ") and line.error.endswith("failed: image name is reserved by policy")
+
+
 def test_a_transient_registry_error_is_retried(script, containerd, registry, pushed, tmp_path):
     with FaultyProxy(registry.host, failures=2) as proxy:
         hosts = tmp_path / "faulty.d"
