@@ -3,7 +3,7 @@ set; one tag target reaches every node of a cluster."""
 
 from __future__ import annotations
 
-from prefetcher.fleet import cluster_targets, membership
+from prefetcher.eks_tags import cluster_targets, membership
 from prefetcher_cli.local.fleet import NodeSpec, node_tags
 
 
