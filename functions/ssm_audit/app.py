@@ -52,8 +52,8 @@ def record_handler(record: SQSRecord, outcome: audit.BatchOutcome) -> str:
     return result.action if result else "rejected"
 
 
-def record_batch(event: dict[str, Any]) -> audit.BatchOutcome:
-    """Parse the batch (malformed bodies to the dead-letter queue), then record it."""
+def apply_statuses(event: dict[str, Any]) -> audit.BatchOutcome:
+    """Parse the batch's status events (malformed bodies to the dead-letter queue) and apply them."""
     batch = intake.parse_bodies(
         event.get("Records", []), CommandInvocationEvent, SETTINGS.dead_letter_queue_url, "SsmAuditFunction"
     )
@@ -84,7 +84,7 @@ def record_batch(event: dict[str, Any]) -> audit.BatchOutcome:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="StatusEventsReceived", unit=MetricUnit.Count, value=len(event.get("Records", [])))
-    outcome = record_batch(event)
+    outcome = apply_statuses(event)
     return dict(
         process_partial_response(
             event=event, record_handler=partial(record_handler, outcome=outcome), processor=processor, context=context

@@ -43,7 +43,7 @@ def test_a_second_try_after_a_crash_between_send_and_record_finds_the_command(re
 
 def test_a_lost_answer_to_a_send_that_happened_is_not_sent_again(ready):
     table, agent, target = ready
-    # SendCommand reaches SSM, but its answer is lost (a read timeout after the call)
+    # Given SendCommand reaches SSM, but its answer is lost (a read timeout after the call)
     calls = {"n": 0}
 
     def lose_answer(**kwargs):
@@ -52,15 +52,20 @@ def test_a_lost_answer_to_a_send_that_happened_is_not_sent_again(ready):
             raise ReadTimeoutError(endpoint_url="https://ssm.us-east-1.amazonaws.com")
 
     clients.client("ssm", attempts=1).meta.events.register("after-call.ssm.SendCommand", lose_answer)
+    # When the command is sent once
     command_id, _ = send_once.send_once(table, "push#e2#ml-prod", [IMAGE], agent, "push", target=target)
+    # Then SendCommand was called once, and the command found by its marker is the one SSM holds
     assert calls["n"] == 1
     assert [c.command_id for c in moto_commands()] == [command_id]
 
 
 def test_a_completed_send_is_never_repeated(ready):
     table, agent, target = ready
+    # Given a send that completed (claimed, sent, its command id stored)
     first = send_once.send_once(table, "push#e3#ml-prod", [IMAGE], agent, "push", target=target)
+    # When the same send is made again
     again = send_once.send_once(table, "push#e3#ml-prod", [IMAGE], agent, "push", target=target)
+    # Then it answers the stored command and SSM holds one command
     assert first[0] == again[0]
     assert len(moto_commands()) == 1
 
