@@ -15,8 +15,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from prefetcher import audit, intake
+from prefetcher import audit
 from prefetcher.events import CommandInvocationEvent
+from prefetcher.intake import parse_bodies
 from prefetcher.observability import traced
 from prefetcher.settings import AuditSettings
 from prefetcher.store import AuditTable
@@ -54,7 +55,7 @@ def record_handler(record: SQSRecord, outcome: audit.BatchOutcome) -> str:
 
 def apply_statuses(event: dict[str, Any]) -> audit.BatchOutcome:
     """Parse the batch's status events (malformed bodies to the dead-letter queue) and apply them."""
-    batch = intake.parse_bodies(
+    batch = parse_bodies(
         event.get("Records", []), CommandInvocationEvent, SETTINGS.dead_letter_queue_url, "SsmAuditFunction"
     )
     for _ in batch.rejected:
