@@ -12,8 +12,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from prefetcher import push
-from prefetcher.edge import Rejected, parse_or_quarantine
 from prefetcher.events import EcrImageActionEvent
+from prefetcher.intake import Rejected, parse_or_quarantine
 from prefetcher.observability import traced
 from prefetcher.settings import ImagePushSettings
 from prefetcher.store import AuditTable, idempotency_records
@@ -30,7 +30,7 @@ EVENT_ONCE = IdempotencyConfig(event_key_jmespath="id", raise_on_no_idempotency_
 @idempotent_function(  # type: ignore[untyped-decorator]
     data_keyword_argument="event", persistence_store=PERSISTENCE, config=EVENT_ONCE
 )
-def handle(event: EcrImageActionEvent) -> dict[str, Any]:
+def prefetch_pushed_image(event: EcrImageActionEvent) -> dict[str, Any]:
     result = push.handle_push(event, SETTINGS, TABLE)
     metrics.add_metric(name=f"Pushes{result.action.capitalize()}", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="CommandsSent", unit=MetricUnit.Count, value=len(result.commands))
@@ -47,5 +47,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         return parsed.as_dict()
     EVENT_ONCE.register_lambda_context(context)
-    result: dict[str, Any] = handle(event=parsed)
+    result: dict[str, Any] = prefetch_pushed_image(event=parsed)
     return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -15,10 +16,10 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from prefetcher import clients, deadletter, join
-from prefetcher.edge import Rejected, parse_or_quarantine
+from prefetcher import clients, deadletter, join, join_batch
+from prefetcher.eks_tags import Membership
 from prefetcher.events import InstanceStateEvent
-from prefetcher.fleet import Membership
+from prefetcher.intake import Rejected, parse_or_quarantine
 from prefetcher.observability import traced
 from prefetcher.settings import JoinSettings
 from prefetcher.store import AuditTable, idempotency_records
@@ -46,7 +47,7 @@ class Quarantined(Exception):
     data_keyword_argument="event", persistence_store=PERSISTENCE, config=ONCE
 )
 def apply_once(event: InstanceStateEvent, record: SQSRecord, members: dict[str, Membership | None]) -> dict[str, Any]:
-    attempt = join.receive_count(record.raw_event)
+    attempt = join_batch.receive_count(record.raw_event)
 
     def back_off(seconds: int) -> None:
         clients.client("sqs").change_message_visibility(
@@ -78,7 +79,7 @@ def apply_record(record: SQSRecord, members: dict[str, Membership | None]) -> st
             "state change not applied; the queue will retry it",
             extra={"reason": str(error), "error_type": type(error).__name__, "message_id": record.message_id},
         )
-        if join.receive_count(record.raw_event) >= SETTINGS.join_max_attempts:
+        if join_batch.receive_count(record.raw_event) >= SETTINGS.join_max_attempts:
             # Its last receive: past it the queue would move it to the dead-letter queue with no
             # word of why. Record the node and keep the event with the reason instead.
             def give_up(reason: str, kind: str) -> None:
@@ -98,10 +99,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     records = event.get("Records", [])
     metrics.add_metric(name="NodeEventsReceived", unit=MetricUnit.Count, value=len(records))
     ONCE.register_lambda_context(context)
-    members = join.describe_memberships(join.instance_ids(records))
-    outcome = join.apply_batch(
+    members = join_batch.describe_memberships(join_batch.instance_ids(records))
+    outcome = join_batch.apply_batch(
         [SQSRecord(raw) for raw in records],
-        lambda record: apply_record(record, members),
+        partial(apply_record, members=members),
         remaining_ms=context.get_remaining_time_in_millis,
     )
     # One value per action and batch (EMF takes 100 values a metric).

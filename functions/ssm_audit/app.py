@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -15,8 +16,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from prefetcher import audit
-from prefetcher.edge import Rejected, parse_or_quarantine
 from prefetcher.events import CommandInvocationEvent
+from prefetcher.intake import parse_bodies
 from prefetcher.observability import traced
 from prefetcher.settings import AuditSettings
 from prefetcher.store import AuditTable
@@ -36,37 +37,33 @@ _STATE_METRICS = {
     "undeliverable": "NodeImagesUndeliverable",
     "skipped-disk": "NodeImagesSkippedDisk",
 }
-_outcome = audit.BatchOutcome()
 
 
-def record_handler(record: SQSRecord) -> str:
-    """Reports what the batch step decided for this message (raising makes it retried)."""
-    error = _outcome.errors.get(record.message_id)
+def record_handler(record: SQSRecord, outcome: audit.BatchOutcome) -> str:
+    """Reports what the batch step decided for this message, from its own batch's `outcome`
+    (raising makes it retried)."""
+    error = outcome.errors.get(record.message_id)
     if error is not None:
         logger.warning(
             "status not applied; the queue will retry it",
             extra={"reason": str(error), "error_type": type(error).__name__, "message_id": record.message_id},
         )
         raise error
-    result = _outcome.results.get(record.message_id)
+    result = outcome.results.get(record.message_id)
     return result.action if result else "rejected"
 
 
-def _apply(event: dict[str, Any]) -> audit.BatchOutcome:
-    valid = []
-    for raw in event.get("Records", []):
-        record = SQSRecord(raw)
-        parsed = parse_or_quarantine(
-            record.body, CommandInvocationEvent, SETTINGS.dead_letter_queue_url, "SsmAuditFunction"
-        )
-        if isinstance(parsed, Rejected):
-            metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
-        else:
-            valid.append((record.message_id, parsed))
-    outcome = audit.handle_batch(valid, SETTINGS, TABLE)
+def apply_statuses(event: dict[str, Any]) -> audit.BatchOutcome:
+    """Parse the batch's status events (malformed bodies to the dead-letter queue) and apply them."""
+    batch = parse_bodies(
+        event.get("Records", []), CommandInvocationEvent, SETTINGS.dead_letter_queue_url, "SsmAuditFunction"
+    )
+    for _ in batch.rejected:
+        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
+    outcome = audit.handle_batch(batch.valid, SETTINGS, TABLE)
     logger.info(
         "batch recorded",
-        extra={"events": len(valid), "applied": len(outcome.results), "retried": len(outcome.errors)},
+        extra={"events": len(batch.valid), "applied": len(outcome.results), "retried": len(outcome.errors)},
     )
     applied = {id(result): result for result in outcome.results.values()}.values()
     for result in applied:
@@ -87,9 +84,10 @@ def _apply(event: dict[str, Any]) -> audit.BatchOutcome:
 @traced(SETTINGS.tracing)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    global _outcome
     metrics.add_metric(name="StatusEventsReceived", unit=MetricUnit.Count, value=len(event.get("Records", [])))
-    _outcome = _apply(event)
+    outcome = apply_statuses(event)
     return dict(
-        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+        process_partial_response(
+            event=event, record_handler=partial(record_handler, outcome=outcome), processor=processor, context=context
+        )
     )

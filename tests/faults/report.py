@@ -112,7 +112,7 @@ def main() -> int:
                 "- Throttling, 5xx and read timeouts: botocore retries them (standard mode, 5 attempts, as",
                 "  template.yaml sets `AWS_RETRY_MODE` and `AWS_MAX_ATTEMPTS` for every function). SendCommand",
                 "  is the exception: its outcome may be unknown after a timeout or a 5xx, so it is not retried",
-                "  blindly; `prefetcher.sends` looks for the command by the marker in its Comment first.",
+                "  blindly; `prefetcher.send_once` looks for the command by the marker in its Comment first.",
                 "- A timeout or an error that outlasts the retries fails the invocation: the push function is",
                 "  retried by Lambda (twice, then its on-failure destination, `ImagePushDLQ`, with the error);",
                 "  a queue-fed function reports the record (or, on a timeout, the whole batch) as failed and",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefetcher.states import AgentResult
+from prefetcher.agent_output import ImageResult
 from prefetcher_cli.local import node
 from prefetcher_cli.local.ssm_agent import Report
 
@@ -62,14 +62,14 @@ def hosts_dir(tmp_path: Path, registry: node.Registry) -> Path:
     return directory
 
 
-def results(stdout: str) -> list[AgentResult]:
+def results(stdout: str) -> list[ImageResult]:
     """Every stdout line is a result line of the contract."""
-    return [AgentResult.model_validate(json.loads(line)) for line in stdout.splitlines()]
+    return [ImageResult.model_validate(json.loads(line)) for line in stdout.splitlines()]
 
 
 @pytest.fixture
 def run(script: Path, containerd: node.Containerd, hosts_dir: Path) -> Any:
-    def run_agent(images: list[str], **parameters: Any) -> tuple[Report, list[AgentResult]]:
+    def run_agent(images: list[str], **parameters: Any) -> tuple[Report, list[ImageResult]]:
         path = parameters.pop("path_prefix", None)
         hosts = parameters.pop("hosts", hosts_dir)
         params = {"Images": ",".join(images), **{k: str(v) for k, v in parameters.items()}}

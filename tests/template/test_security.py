@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefetcher import fleet
+from prefetcher import eks_tags
 from prefetcher_cli.local.template import load
 
 from tests.helpers import ROOT
@@ -231,7 +231,7 @@ def test_every_send_command_to_instances_is_limited_to_target_cluster_nodes(temp
             assert value == {"Fn::Split": [",", {"Ref": "TargetClusters"}]}, function_id
             tag_keys.add(key.removeprefix("ssm:resourceTag/"))
         # One statement per node kind (conditions in one statement are ANDed)
-        assert tag_keys == {fleet.MANAGED_CLUSTER_TAG, fleet.KARPENTER_CLUSTER_TAG}, function_id
+        assert tag_keys == {eks_tags.MANAGED_CLUSTER_TAG, eks_tags.KARPENTER_CLUSTER_TAG}, function_id
 
 
 def test_resource_star_only_for_apis_without_resource_level_permissions(template):

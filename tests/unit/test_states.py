@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prefetcher.agent_output import parse_agent_output
 from prefetcher.refs import ImageRef
-from prefetcher.states import Invocation, NodeState, parse_agent_output, plan
+from prefetcher.states import Invocation, NodeState, updates_for_status
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
@@ -43,7 +44,7 @@ def updates(
     images=(IMAGE_A,),
     last_try: bool = False,
 ):
-    return plan(
+    return updates_for_status(
         status=status,
         observed_at=requested + timedelta(seconds=30),
         requested_at=requested,

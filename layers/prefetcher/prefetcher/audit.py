@@ -11,7 +11,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from prefetcher import sends, ssm, states
+from prefetcher import send_once, ssm, states
 from prefetcher.errors import CommandNotFoundError, NodeNotReachableError, NotPermittedError, TransientError
 from prefetcher.events import CommandInvocationEvent
 from prefetcher.refs import ImageRef
@@ -41,7 +41,7 @@ def is_our_document(document_name: str, ours: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Planned:
+class StatusWrites:
     """What one status event means: the updates to write (none if ignored)."""
 
     event: CommandInvocationEvent
@@ -54,18 +54,18 @@ class Planned:
         return self.command.cluster if self.command else ""
 
 
-def plan_status(
+def writes_for_status(
     event: CommandInvocationEvent,
     settings: AuditSettings,
     table: AuditTable,
     get_invocation: GetInvocation | None = None,
-) -> Planned:
+) -> StatusWrites:
     """Everything but the writes: the command, the invocation's result, the updates."""
     detail = event.detail
     if not is_our_document(detail.document_name, settings.document_name):
         reason = f"document {detail.document_name} is not ours ({settings.document_name})"
         logger.info("status ignored", extra={"reason": reason, "event_id": event.id})
-        return Planned(event=event, updates=[], ignored=reason)
+        return StatusWrites(event=event, updates=[], ignored=reason)
 
     command = table.get_command(detail.command_id)
     if command is None:
@@ -83,7 +83,7 @@ def plan_status(
                 f"but {detail.status} in the event: not readable yet"
             )
 
-    updates = states.plan(
+    updates = states.updates_for_status(
         status=detail.status,
         observed_at=event.time,
         requested_at=detail.requested_date_time,
@@ -94,20 +94,20 @@ def plan_status(
         invocation=invocation,
         last_try=command.attempt >= MAX_ATTEMPTS,
     )
-    return Planned(event=event, updates=updates, command=command)
+    return StatusWrites(event=event, updates=updates, command=command)
 
 
-def send_again(planned: Planned, images: list[ImageRef], settings: AuditSettings, table: AuditTable) -> list[str]:
+def send_again(writes: StatusWrites, images: list[ImageRef], settings: AuditSettings, table: AuditTable) -> list[str]:
     """Send the images a node did not report to that node again (once per command and node,
     however often the status event comes). If SSM cannot reach the node any more, or may not
     send to it, that is recorded instead."""
-    command = planned.command
+    command = writes.command
     if command is None:
-        raise ValueError("only a planned command's images can be sent again")
-    instance_id = planned.event.detail.instance_id
+        raise ValueError("only the images of a recorded command can be sent again")
+    instance_id = writes.event.detail.instance_id
     sent: list[str] = []
     try:
-        sent = sends.send_to_node(
+        sent = send_once.send_to_node(
             table, settings.agent, key=f"again#{command.command_id}", kind="again", cluster=command.cluster,
             instance_id=instance_id, images=images, event_id=command.event_id,
             comment=f"again {instance_id} ({command.cluster}), try {command.attempt + 1}", attempt=command.attempt + 1,
@@ -128,20 +128,20 @@ def send_again(planned: Planned, images: list[ImageRef], settings: AuditSettings
     return sent
 
 
-def finish(planned: Planned, written: list[bool], table: AuditTable, settings: AuditSettings) -> AuditResult:
+def finish(writes: StatusWrites, written: list[bool], table: AuditTable, settings: AuditSettings) -> AuditResult:
     """After the writes: the result, images the node did not report sent again, and a joining
     node that now holds everything is warm."""
-    if planned.ignored:
-        return AuditResult(action="ignored", reason=planned.ignored)
-    updates = planned.updates
+    if writes.ignored:
+        return AuditResult(action="ignored", reason=writes.ignored)
+    updates = writes.updates
     applied = [u for u, ok in zip(updates, written, strict=True) if ok]
-    detail = planned.event.detail
+    detail = writes.event.detail
     unreported = [u.image for u in updates if u.state is NodeState.UNKNOWN]
-    sent_again = send_again(planned, unreported, settings, table) if unreported else []
-    if planned.command and planned.command.kind == "join" and updates and all(u.state.holds_image for u in updates):
+    sent_again = send_again(writes, unreported, settings, table) if unreported else []
+    if writes.command and writes.command.kind == "join" and updates and all(u.state.holds_image for u in updates):
         finished = max(u.finished_at or u.observed_at for u in updates)
-        if table.node_warm(planned.cluster, detail.instance_id, finished):
-            logger.info("node warm", extra={"instance_id": detail.instance_id, "cluster": planned.cluster})
+        if table.node_warm(writes.cluster, detail.instance_id, finished):
+            logger.info("node warm", extra={"instance_id": detail.instance_id, "cluster": writes.cluster})
     logger.debug(
         "status recorded",
         extra={
@@ -162,8 +162,8 @@ def handle_status(
     get_invocation: GetInvocation | None = None,
 ) -> AuditResult:
     """One status event, written at once (conditional UpdateItem per image)."""
-    planned = plan_status(event, settings, table, get_invocation)
-    return finish(planned, [table.apply(u) for u in planned.updates], table, settings)
+    writes = writes_for_status(event, settings, table, get_invocation)
+    return finish(writes, [table.apply(u) for u in writes.updates], table, settings)
 
 
 @dataclass
@@ -204,18 +204,18 @@ def handle_batch(
         groups.setdefault((event.detail.command_id, event.detail.instance_id), []).append((message_id, event))
     outcome = BatchOutcome()
 
-    def plan(members: list[tuple[str, CommandInvocationEvent]]) -> Planned | Exception:
+    def writes_for_newest(members: list[tuple[str, CommandInvocationEvent]]) -> StatusWrites | Exception:
         newest = max((event for _, event in members), key=_newest_first)
         try:
-            return plan_status(newest, settings, table, get_invocation)
+            return writes_for_status(newest, settings, table, get_invocation)
         except Exception as error:  # noqa: BLE001 - reported per message; the queue retries them
             return error
 
     members = list(groups.values())
-    planned = _in_parallel(plan, members, workers)
+    writes = _in_parallel(writes_for_newest, members, workers)
 
-    ready = [(m, p) for m, p in zip(members, planned, strict=True) if isinstance(p, Planned)]
-    for group, failure in zip(members, planned, strict=True):
+    ready = [(m, w) for m, w in zip(members, writes, strict=True) if isinstance(w, StatusWrites)]
+    for group, failure in zip(members, writes, strict=True):
         if isinstance(failure, Exception):
             for message_id, _ in group:
                 outcome.errors[message_id] = failure
@@ -234,9 +234,9 @@ def handle_batch(
         slices.append((p, written[position : position + len(p.updates)]))
         position += len(p.updates)
 
-    def follow_up(planned_and_written: tuple[Planned, list[bool]]) -> AuditResult | Exception:
+    def follow_up(writes_and_written: tuple[StatusWrites, list[bool]]) -> AuditResult | Exception:
         try:
-            return finish(*planned_and_written, table, settings)
+            return finish(*writes_and_written, table, settings)
         except Exception as error:  # noqa: BLE001 - a send again or the warm mark failed: the queue retries it
             return error
 

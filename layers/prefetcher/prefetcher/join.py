@@ -1,24 +1,20 @@
 """The node-join path: an EC2 instance started or stopped. A node of a target cluster that starts
 gets every current image of its cluster as soon as its SSM agent can be reached; a node that
-stops or terminates leaves coverage."""
+stops or terminates leaves coverage. One event's decision; join_batch.py applies a batch."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections import Counter
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from prefetcher import clients, sends
+from prefetcher import send_once
+from prefetcher.eks_tags import KARPENTER_CLUSTER_TAG, MANAGED_CLUSTER_TAG, Membership
 from prefetcher.errors import NodeNotReachableError, NotPermittedError
 from prefetcher.events import InstanceStateEvent
-from prefetcher.fleet import KARPENTER_CLUSTER_TAG, MANAGED_CLUSTER_TAG, Membership, membership
 from prefetcher.refs import ImageRef
 from prefetcher.settings import JoinSettings
 from prefetcher.states import NodeImageUpdate, NodeState
@@ -27,122 +23,7 @@ from prefetcher.store import AuditTable
 logger = Logger(child=True)
 
 LEAVING = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
-DESCRIBE_FILTER_MAX = 200  # values per DescribeInstances filter
 QUARANTINED = frozenset({"undeliverable", "not-permitted"})  # kept in the DLQ with the reason
-# A batch's records are applied this many at a time. One record makes about 9 AWS calls; at the
-# design point of 1 s a call (throttled and retried, 10 to 20 times the usual latency) a batch of
-# 25 took 47 s, within the function's 120 s (docs/scale.md).
-WORKERS = 8
-# No record is started with less than this share of the function's time left (a sixth of 120 s:
-# a record's worst case at 2 s a call): it is reported failed and the queue delivers it again.
-RECORD_SHARE = 1 / 6
-
-
-class Record(Protocol):
-    """An SQS record as the batch needs it (Powertools' SQSRecord)."""
-
-    @property
-    def message_id(self) -> str: ...
-
-    @property
-    def raw_event(self) -> dict[str, Any]: ...
-
-
-def receive_count(raw: dict[str, Any]) -> int:
-    """How many times SQS has delivered this record (1 the first time)."""
-    return int(raw.get("attributes", {}).get("ApproximateReceiveCount") or "1")
-
-
-def instance_ids(records: Iterable[dict[str, Any]]) -> list[str]:
-    """The instance ids a batch's bodies name (the record handler rejects malformed ones)."""
-    ids = []
-    for record in records:
-        try:
-            instance_id = json.loads(record["body"])["detail"]["instance-id"]
-        except (KeyError, TypeError, ValueError):
-            continue
-        if isinstance(instance_id, str) and instance_id.startswith("i-") and len(instance_id) < 32:
-            ids.append(instance_id)
-    return ids
-
-
-@dataclass
-class BatchOutcome:
-    """What became of each record of a batch: its action, or the error that makes it retried."""
-
-    actions: Counter[str] = field(default_factory=Counter)
-    errors: dict[str, Exception] = field(default_factory=dict)
-
-    def report(self, record: Record) -> str:
-        """For Powertools' BatchProcessor: raising makes the record a batch item failure."""
-        error = self.errors.get(record.message_id)
-        if error is not None:
-            raise error
-        return "applied"
-
-
-def apply_batch(
-    records: list[Any],
-    apply: Callable[[Any], str],
-    *,
-    remaining_ms: Callable[[], int],
-    workers: int = WORKERS,
-) -> BatchOutcome:
-    """Apply every record, `workers` at a time, records on their last receives first. A record
-    that would start with less than RECORD_SHARE of the function's time left is not started (it
-    fails and comes back), so the batch ends inside the function's timeout."""
-    outcome = BatchOutcome()
-    lock = threading.Lock()
-    reserve = remaining_ms() * RECORD_SHARE
-
-    def one(record: Any) -> None:
-        action, error = "", None  # type: str, Exception | None
-        if remaining_ms() < reserve:
-            error = TimeoutError("not started: too little of the function's time was left; delivered again")
-        else:
-            try:
-                action = apply(record)
-            except Exception as failure:  # noqa: BLE001 - reported per record; the queue retries it
-                error = failure
-        with lock:
-            if error is not None:
-                outcome.errors[record.message_id] = error
-            else:
-                outcome.actions[action] += 1
-
-    ordered = sorted(records, key=lambda record: -receive_count(record.raw_event))
-    if len(ordered) <= 1 or workers <= 1:
-        for record in ordered:
-            one(record)
-    else:
-        with ThreadPoolExecutor(max_workers=min(workers, len(ordered))) as pool:
-            list(pool.map(one, ordered))
-    return outcome
-
-
-def describe_memberships(instance_ids: Iterable[str]) -> dict[str, Membership | None]:
-    """Which cluster each instance belongs to, from its tags: one DescribeInstances call for up
-    to 200 instances (a filter, not InstanceIds: an id that no longer exists is not an error)."""
-    ids = sorted(set(instance_ids))
-    found: dict[str, Membership | None] = dict.fromkeys(ids)
-    ec2 = clients.client("ec2")
-    for start in range(0, len(ids), DESCRIBE_FILTER_MAX):
-        chunk = ids[start : start + DESCRIBE_FILTER_MAX]
-        token: str | None = None
-        while True:
-            answer = ec2.describe_instances(
-                Filters=[{"Name": "instance-id", "Values": chunk}],
-                MaxResults=1000,
-                **({"NextToken": token} if token else {}),
-            )
-            for reservation in answer.get("Reservations", []):
-                for instance in reservation.get("Instances", []):
-                    tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-                    found[instance["InstanceId"]] = membership(tags)
-            token = answer.get("NextToken")
-            if not token:
-                break
-    return found
 
 
 @dataclass(frozen=True)
@@ -156,7 +37,7 @@ class JoinResult:
         return {"action": self.action, "reason": self.reason, "commands": self.commands, "images": self.images}
 
 
-def targeted(member: Membership | None, settings: JoinSettings) -> str:
+def why_not_targeted(member: Membership | None, settings: JoinSettings) -> str:
     """Why a node is not ours ("" if it is)."""
     if member is None:
         return "not a node of an EKS cluster (no kubernetes.io/cluster/<name> tag)"
@@ -171,7 +52,7 @@ def send_images(
     table: AuditTable, settings: JoinSettings, *, cluster: str, instance_id: str, images: list[ImageRef], event_id: str
 ) -> list[str]:
     """Every image to this node only (usually one command); each command is recorded."""
-    return sends.send_to_node(
+    return send_once.send_to_node(
         table, settings.agent, key=f"join#{event_id}", kind="join", cluster=cluster, instance_id=instance_id,
         images=images, event_id=event_id, comment=f"join {instance_id} ({cluster})",
     )  # fmt: skip
@@ -203,7 +84,7 @@ def handle_state(
         return JoinResult(action="left" if left else "stale", reason="" if left else "the node started again later")
     if state != "running":
         return JoinResult(action="ignored", reason=f"state {state} needs nothing")
-    why_not = targeted(member, settings)
+    why_not = why_not_targeted(member, settings)
     if why_not or member is None:
         logger.info("instance ignored", extra={"instance_id": instance_id, "reason": why_not})
         return JoinResult(action="ignored", reason=why_not)
@@ -282,7 +163,7 @@ def give_up_on(
     with the reason, and the event is kept in the dead-letter queue with it."""
     why = f"not applied after {settings.join_max_attempts} receives: {reason}"
     member = members.get(event.detail.instance_id)
-    if member is not None and event.detail.state == "running" and not targeted(member, settings):
+    if member is not None and event.detail.state == "running" and not why_not_targeted(member, settings):
         try:
             table.node_undeliverable(member.cluster, event.detail.instance_id, why, state=str(NodeState.FAILED))
         except Exception as error:  # noqa: BLE001 - the event still goes to the DLQ with its reason

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 from aws_lambda_powertools import Logger
 
-from prefetcher import clients, sends, ssm
+from prefetcher import clients, send_once, ssm
+from prefetcher.eks_tags import CommandTarget, cluster_targets
 from prefetcher.events import EcrImageActionEvent
-from prefetcher.fleet import CommandTarget, cluster_targets
 from prefetcher.refs import ImageRef
 from prefetcher.rules import Ignore, PushRules
 from prefetcher.settings import ImagePushSettings
@@ -81,7 +81,7 @@ def dispatch_to_target(
     PutItem, whatever the number of nodes)."""
     label = target_label(target)
     comment = f"push {image.repository}:{image.tag} to {target.cluster}"
-    command_id, requested_at = sends.send_once(
+    command_id, requested_at = send_once.send_once(
         table, f"push#{event_id}#{label}", [image], settings.agent, comment, target=target,
         turns=rollout_turns(target, settings),
     )  # fmt: skip
@@ -109,7 +109,7 @@ def handle_push(
     table: AuditTable,
 ) -> PushResult:
     """Decide, record the catalog, then send one command per target cluster. Each cluster's send
-    happens exactly once (`sends.send_once`), so a retry after a partial failure only sends to the
+    happens exactly once (`send_once.send_once`), so a retry after a partial failure only sends to the
     clusters not reached yet."""
     decision = rules_of(settings).decide(event.detail)
     if isinstance(decision, Ignore):

@@ -12,8 +12,8 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from prefetcher import clients
+from prefetcher.eks_tags import CommandTarget
 from prefetcher.errors import ConfigurationError, NodeNotReachableError, NotPermittedError, TransientError
-from prefetcher.fleet import CommandTarget
 from prefetcher.refs import ImageRef, images_parameter
 from prefetcher.settings import AgentSettings
 from prefetcher.states import Invocation

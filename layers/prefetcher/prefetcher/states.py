@@ -1,21 +1,19 @@
 """The per-node, per-image states of the audit table and how SSM's statuses map onto them.
 
 Pure: no AWS calls. The audit function uses it to turn a status event (plus, for a finished
-invocation, what GetCommandInvocation returned) into one update per image; the conditional write
-in store.py enforces the same ordering in DynamoDB.
+invocation, what GetCommandInvocation returned, read by agent_output.py) into one update per
+image (`updates_for_status`); the conditional write in store.py enforces the same ordering in
+DynamoDB.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
+from prefetcher.agent_output import AgentOutput, read_agent_output, script_reason
 from prefetcher.refs import ImageRef
 
 
@@ -63,85 +61,7 @@ def version(requested_at: datetime, command_id: str, state: NodeState) -> str:
     return f"{stamp}#{command_id}#{state.rank}"
 
 
-# ---- what the node agent prints ------------------------------------------------------------
-
-
-class AgentResult(BaseModel):
-    """One result line of the node agent (see agent/prefetch.sh: the result contract)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
-
-    image: str = Field(max_length=600)
-    digest: str = Field(max_length=80)
-    tag: str = Field("", max_length=200)
-    outcome: str = Field(pattern=r"^(pulled|present|skipped-disk|failed)$")
-    bytes: int = Field(0, ge=0)
-    seconds: float = Field(0.0, ge=0)
-    error: str = Field("", max_length=4000)
-
-
-# What the SSM agent does to a step's output (amazon-ssm-agent, docs/aws-conformance.md): a cut
-# output ends with this suffix, and a non-zero exit adds the agent's own last line to stderr.
-TRUNCATED = "--output truncated--"
-_AGENT_EXIT_LINE = re.compile(r"failed to run commands: (exit status -?[0-9]+|signal: [a-z ]+)\s*$")
-_SCRIPT_LOG = re.compile(r"^[0-9T:-]+Z prefetch: ")
-
-
-@dataclass(frozen=True)
-class AgentOutput:
-    """What the node agent printed: its result lines by pinned image, the reason it gave when it
-    could pull nothing (a `fatal` line), and whether the SSM agent cut the output."""
-
-    results: dict[str, AgentResult]
-    fatal: str = ""
-    truncated: bool = False
-
-
-def read_agent_output(stdout: str) -> AgentOutput:
-    """The agent's lines (see agent/prefetch.sh: the result contract). Other output is ignored;
-    a line cut by the SSM agent is not a line."""
-    truncated = stdout.endswith(TRUNCATED)
-    text = stdout.removesuffix(TRUNCATED)
-    lines = text.splitlines()
-    if truncated and lines:
-        lines = lines[:-1]  # the cut falls inside the last line
-    results: dict[str, AgentResult] = {}
-    fatal = ""
-    for raw in lines:
-        line = raw.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            loaded = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(loaded, dict) and isinstance(loaded.get("fatal"), str) and len(loaded) == 1:
-            fatal = loaded["fatal"][:1000]
-            continue
-        try:
-            result = AgentResult.model_validate(loaded)
-        except ValidationError:
-            continue
-        results[result.image] = result
-    return AgentOutput(results=results, fatal=fatal, truncated=truncated)
-
-
-def parse_agent_output(stdout: str) -> dict[str, AgentResult]:
-    """The agent's result lines, by pinned image reference."""
-    return read_agent_output(stdout).results
-
-
-def script_reason(stderr: str) -> str:
-    """The script's own last word on stderr: without the SSM agent's additions (its
-    `failed to run commands: exit status N`, the truncation suffix) and without the script's
-    time stamp."""
-    text = _AGENT_EXIT_LINE.sub("", stderr.removesuffix(TRUNCATED))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    own = [line for line in lines if _SCRIPT_LOG.match(line)]
-    last = (own or lines or [""])[-1]
-    return _SCRIPT_LOG.sub("", last)[:500]
-
-
+# The state an image's result line (agent_output.ImageResult.outcome) gives it.
 _OUTCOME = {
     "pulled": NodeState.CACHED,
     "present": NodeState.PRESENT,
@@ -262,7 +182,7 @@ def _unreported(status: str, invocation: Invocation | None, output: AgentOutput)
     return invocation_failure(status, invocation)
 
 
-def plan(
+def updates_for_status(
     *,
     status: str,
     observed_at: datetime,

@@ -16,7 +16,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 from prefetcher import commands, ssm
-from prefetcher.fleet import CommandTarget
+from prefetcher.eks_tags import CommandTarget
 from prefetcher.refs import ImageRef
 from prefetcher.settings import AgentSettings
 from prefetcher.store import AuditTable, CommandRecord

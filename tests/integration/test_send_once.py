@@ -1,4 +1,4 @@
-"""Exactly one SendCommand per send, whatever fails around it (prefetcher.sends)."""
+"""Exactly one SendCommand per send, whatever fails around it (prefetcher.send_once)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
-from prefetcher import clients, sends
-from prefetcher.fleet import cluster_targets
+from prefetcher import clients, send_once
+from prefetcher.eks_tags import cluster_targets
 from prefetcher.refs import ImageRef
 from prefetcher.settings import AgentSettings
 from prefetcher.store import AuditTable
@@ -29,13 +29,13 @@ def ready(stack):
 def test_a_second_try_after_a_crash_between_send_and_record_finds_the_command(ready):
     table, agent, target = ready
     # Given a try that claimed the send and sent it, then died before storing the command id
-    tag = sends.marker("push#e1#ml-prod")
+    tag = send_once.marker("push#e1#ml-prod")
     table.claim_send("push#e1#ml-prod", datetime.now(UTC))
     from prefetcher import ssm
 
     first, _ = ssm.send_pull([IMAGE], agent, f"{tag} push", target=target)
     # When the event is tried again
-    again, _ = sends.send_once(table, "push#e1#ml-prod", [IMAGE], agent, "push", target=target)
+    again, _ = send_once.send_once(table, "push#e1#ml-prod", [IMAGE], agent, "push", target=target)
     # Then it finds that command instead of sending a second one
     assert again == first
     assert len(moto_commands()) == 1
@@ -43,7 +43,7 @@ def test_a_second_try_after_a_crash_between_send_and_record_finds_the_command(re
 
 def test_a_lost_answer_to_a_send_that_happened_is_not_sent_again(ready):
     table, agent, target = ready
-    # SendCommand reaches SSM, but its answer is lost (a read timeout after the call)
+    # Given SendCommand reaches SSM, but its answer is lost (a read timeout after the call)
     calls = {"n": 0}
 
     def lose_answer(**kwargs):
@@ -52,15 +52,20 @@ def test_a_lost_answer_to_a_send_that_happened_is_not_sent_again(ready):
             raise ReadTimeoutError(endpoint_url="https://ssm.us-east-1.amazonaws.com")
 
     clients.client("ssm", attempts=1).meta.events.register("after-call.ssm.SendCommand", lose_answer)
-    command_id, _ = sends.send_once(table, "push#e2#ml-prod", [IMAGE], agent, "push", target=target)
+    # When the command is sent once
+    command_id, _ = send_once.send_once(table, "push#e2#ml-prod", [IMAGE], agent, "push", target=target)
+    # Then SendCommand was called once, and the command found by its marker is the one SSM holds
     assert calls["n"] == 1
     assert [c.command_id for c in moto_commands()] == [command_id]
 
 
 def test_a_completed_send_is_never_repeated(ready):
     table, agent, target = ready
-    first = sends.send_once(table, "push#e3#ml-prod", [IMAGE], agent, "push", target=target)
-    again = sends.send_once(table, "push#e3#ml-prod", [IMAGE], agent, "push", target=target)
+    # Given a send that completed (claimed, sent, its command id stored)
+    first = send_once.send_once(table, "push#e3#ml-prod", [IMAGE], agent, "push", target=target)
+    # When the same send is made again
+    again = send_once.send_once(table, "push#e3#ml-prod", [IMAGE], agent, "push", target=target)
+    # Then it answers the stored command and SSM holds one command
     assert first[0] == again[0]
     assert len(moto_commands()) == 1
 

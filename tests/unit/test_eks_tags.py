@@ -3,17 +3,23 @@ set; one tag target reaches every node of a cluster."""
 
 from __future__ import annotations
 
-from prefetcher.fleet import cluster_targets, membership
+from prefetcher.eks_tags import cluster_targets, membership
 from prefetcher_cli.local.fleet import NodeSpec, node_tags
 
 
 def test_one_target_per_cluster_without_a_node_group_filter():
+    # Given no node-group filter
+    # When the targets of a cluster are made
     (target,) = cluster_targets("ml-prod")
+    # Then one target, the cluster tag with either value, reaches every node
     assert target.as_api() == [{"Key": "tag:kubernetes.io/cluster/ml-prod", "Values": ["owned", "shared"]}]
 
 
 def test_a_node_group_filter_needs_one_command_per_group_tag_key():
+    # Given a node-group filter
+    # When the targets of a cluster are made
     targets = cluster_targets("ml-prod", ("gpu", "general"))
+    # Then one target per node-group tag key, each ANDed with the cluster tag
     keys = [t.as_api()[1]["Key"] for t in targets]
     assert keys == ["tag:eks:nodegroup-name", "tag:karpenter.sh/nodepool"]
     assert all(t.as_api()[0]["Key"] == "tag:kubernetes.io/cluster/ml-prod" for t in targets)
@@ -21,11 +27,17 @@ def test_a_node_group_filter_needs_one_command_per_group_tag_key():
 
 
 def test_every_kind_of_node_carries_the_cluster_tag_the_target_uses():
+    # Given a node of each kind, tagged as EKS, Karpenter or an Auto Scaling group tags it
+    # When its tags are read
+    # Then each carries kubernetes.io/cluster/<name>, the tag a cluster target uses
     for kind in ("managed", "karpenter", "self-managed"):
         assert node_tags(NodeSpec("ml-prod", kind, "g"))["kubernetes.io/cluster/ml-prod"] == "owned"
 
 
 def test_membership_of_each_kind_of_node():
+    # Given a node of each kind, and instances of no cluster
+    # When their membership is read from their tags
+    # Then each names its cluster, node group, kind and the EKS tag the IAM policy accepts
     assert membership(node_tags(NodeSpec("c1", "managed", "general"))).__dict__ == {
         "cluster": "c1",
         "node_group": "general",
