@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from prefetcher.commands import TRUNCATED
+
 
 class ImageResult(BaseModel):
     """One result line of the node agent (see agent/prefetch.sh: the result contract)."""
@@ -30,7 +32,6 @@ class ImageResult(BaseModel):
 
 # What the SSM agent does to a step's output (amazon-ssm-agent, docs/aws-conformance.md): a cut
 # output ends with this suffix, and a non-zero exit adds the agent's own last line to stderr.
-TRUNCATED = "--output truncated--"
 _AGENT_EXIT_LINE = re.compile(r"failed to run commands: (exit status -?[0-9]+|signal: [a-z ]+)\s*$")
 _SCRIPT_LOG = re.compile(r"^[0-9T:-]+Z prefetch: ")
 
