@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from prefetcher import clients
-from prefetcher_cli.local.stack import LocalStack, Servers
+
+from devtools.local_stack.servers import Servers
+from devtools.local_stack.stack import LocalStack
 
 
 class Calls:
@@ -56,7 +58,7 @@ def counting() -> Iterator[Calls]:
     """Count the calls made in the block. The functions' calls are checked against their roles
     (prefetcher_cli/local/iam.py): a call AWS would refuse fails the benchmark, so what is counted
     is what the strict local stack lets through."""
-    from prefetcher_cli.local import iam
+    from devtools.local_stack import iam
 
     calls = Calls()
     clients.reset()
