@@ -17,7 +17,7 @@ from tests.helpers import ROOT
 @pytest.fixture(autouse=True)
 def iam_enforced() -> Iterator[None]:
     """AWS authorises every call a function makes against its role; the local stack does too
-    (prefetcher_cli/local/iam.py). A call the role does not allow fails the test that made it,
+    (devtools/local_stack/iam.py). A call the role does not allow fails the test that made it,
     naming the function, the action and the resource (tests that exercise AWS's own
     AccessDenied declare it with `iam.expect_denied`)."""
     from devtools.local_stack import iam

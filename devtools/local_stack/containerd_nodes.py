@@ -1,5 +1,6 @@
 """A real node, locally: containerd (with its own root, state and socket), the distribution
-registry, and the node agent run exactly as the SSM document deploys it. Used by the node tests,
+registry standing in for ECR (servers.Registry), and the node agent run exactly as the SSM
+document deploys it. Used by the node tests,
 the benchmarks and `make demo` (when it runs as root with Debian's containerd, docker-registry
 and skopeo installed)."""
 

@@ -1,5 +1,5 @@
 """IAM on the local stack: every AWS call each function makes is authorised against its role in
-the SAM-transformed template (prefetcher_cli/local/iam.py), as AWS authorises it. Each test
+the SAM-transformed template (devtools/local_stack/iam.py), as AWS authorises it. Each test
 here failed on the template as it stood before the check existed, on the call that AWS refused
 and the local stack let through."""
 

@@ -1,7 +1,7 @@
 """A rollout as Run Command runs it: at most MaxConcurrency nodes at a time, the command expiring
 TimeoutSeconds + executionTimeout after it is sent (a node not started by TimeoutSeconds is
 Delivery Timed Out), and no more nodes started once more than MaxErrors failed. Time in a rollout
-is simulated (prefetcher_cli/local/moto_patches.py), so hours of pulls take a second here."""
+is simulated (devtools/local_stack/moto_patches.py), so hours of pulls take a second here."""
 
 from __future__ import annotations
 
