@@ -20,8 +20,8 @@ from prefetcher import refs
 
 from devtools.local_stack import containerd_nodes, oci_images, servers, ssm_agent
 from devtools.local_stack.template_resolver import load
-from tests.containerd_nodes.conftest import results
-from tests.containerd_nodes.proxy import FaultyProxy
+from tests.node.conftest import results
+from tests.node.proxy import FaultyProxy
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 
