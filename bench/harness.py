@@ -4,36 +4,35 @@ from __future__ import annotations
 
 import os
 import statistics
-import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from prefetcher import clients
-from prefetcher_cli.local.stack import LocalStack, Servers
+
+from devtools.local_stack.aws_calls import CallCounter
+from devtools.local_stack.servers import Servers
+from devtools.local_stack.stack import LocalStack
 
 
-class Calls:
+class Calls(CallCounter):
     """AWS calls made through prefetcher.clients, by service.operation (and Query counts)."""
 
     def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
+        super().__init__(keep_params=False)
         self.scanned = 0
         self.returned = 0
         self.capacity = 0.0
-        self._lock = threading.Lock()  # the audit path and the benchmarks call from threads
 
-    def attach(self, _service: str, client: Any) -> None:
-        client.meta.events.register("before-parameter-build", self._count)
+    def attach(self, service: str, client: Any) -> None:
+        super().attach(service, client)
         client.meta.events.register("after-call.dynamodb", self._read)
 
-    def _count(self, event_name: str, params: dict[str, Any], **_: Any) -> None:
-        with self._lock:
-            self.calls[".".join(event_name.split(".")[1:])] += 1
+    def _count(self, params: dict[str, Any], event_name: str, **kwargs: Any) -> None:
+        super()._count(params, event_name, **kwargs)
         if event_name.endswith(("Query", "Scan", "GetItem")):
             params.setdefault("ReturnConsumedCapacity", "TOTAL")
 
@@ -47,27 +46,18 @@ class Calls:
                 self.returned += 1 if "Item" in parsed else 0
             self.capacity += float(parsed.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0))
 
-    def total(self, prefix: str = "") -> int:
-        return sum(count for name, count in self.calls.items() if name.startswith(prefix))
-
 
 @contextmanager
 def counting() -> Iterator[Calls]:
     """Count the calls made in the block. The functions' calls are checked against their roles
-    (prefetcher_cli/local/iam.py): a call AWS would refuse fails the benchmark, so what is counted
+    (devtools/local_stack/iam.py): a call AWS would refuse fails the benchmark, so what is counted
     is what the strict local stack lets through."""
-    from prefetcher_cli.local import iam
+    from devtools.local_stack import iam
 
-    calls = Calls()
-    clients.reset()
-    remove = clients.on_create(calls.attach)
     ledger = iam.Ledger()
     ledger.mark()
-    try:
+    with Calls() as calls:
         yield calls
-    finally:
-        remove()
-        clients.reset()
     refused = ledger.violations()
     if refused:
         raise AssertionError("calls AWS would refuse: " + "; ".join(call.describe() for call in refused[:5]))

@@ -17,32 +17,31 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prefetcher_cli.local import images, node
-from prefetcher_cli.local.ssm_agent import Report
-
 from bench.common import median, save, timed
+from devtools.local_stack import containerd_nodes, oci_images, servers
+from devtools.local_stack.ssm_agent import Report
 
 RUNS = 3
 IMAGE_MIB = 64  # each of the four images
 SINGLE_MIB = 256  # the agent vs bare ctr image
 
 
-def fresh_containerd() -> node.Containerd:
-    return node.Containerd(Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))).start()
+def fresh_containerd() -> containerd_nodes.Containerd:
+    return containerd_nodes.Containerd(Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))).start()
 
 
-def dispose(containerd: node.Containerd) -> None:
+def dispose(containerd: containerd_nodes.Containerd) -> None:
     containerd.stop()
     shutil.rmtree(containerd.base, ignore_errors=True)
 
 
 def main() -> int:
-    problem = node.unavailable()
+    problem = containerd_nodes.unavailable()
     if problem:
         print(f"node benchmarks need root with containerd, docker-registry, skopeo: {problem}", file=sys.stderr)
         return 1
     base = Path(tempfile.mkdtemp(prefix="prefetch-bench-"))
-    registry = node.Registry(base / "registry").start()
+    registry = servers.Registry(base / "registry").start()
     try:
         return run(base, registry)
     finally:
@@ -50,24 +49,24 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def push(base: Path, registry: node.Registry, name: str, mib: int, seed: int) -> str:
+def push(base: Path, registry: servers.Registry, name: str, mib: int, seed: int) -> str:
     layout = base / "layouts" / name
     rng = random.Random(seed)
     files = {f"data{i:03d}": rng.randbytes(16 * 1024 * 1024) for i in range(mib // 16)}
-    built = images.build(layout, files)
-    images.push(layout, f"{registry.host}/bench/{name}:v1")
+    built = oci_images.build(layout, files)
+    oci_images.push(layout, f"{registry.host}/bench/{name}:v1")
     return f"{registry.host}/bench/{name}:v1@{built.digest}"
 
 
-def run(base: Path, registry: node.Registry) -> int:
-    script = node.deployed_script(base / "prefetch.sh")
+def run(base: Path, registry: servers.Registry) -> int:
+    script = containerd_nodes.deployed_script(base / "prefetch.sh")
     hosts = base / "certs.d"
-    node.hosts_entry(hosts, registry.host, registry.host)
+    containerd_nodes.hosts_entry(hosts, registry.host, registry.host)
     four = [push(base, registry, f"img{i}", IMAGE_MIB, i) for i in range(4)]
     single = push(base, registry, "single", SINGLE_MIB, 99)
 
-    def agent(containerd: node.Containerd, items: list[str], parallelism: int) -> Report:
-        done = node.run_agent(
+    def agent(containerd: containerd_nodes.Containerd, items: list[str], parallelism: int) -> Report:
+        done = containerd_nodes.run_agent(
             script, containerd, {"Images": ",".join(items), "Parallelism": str(parallelism)}, hosts_dir=hosts
         )
         if done.response_code != 0:

@@ -4,7 +4,7 @@ beside the SAM CLI, not in the project's venv).
 
 Used by `make lint` (checkov sees the roles and policies SAM generates), by the template tests,
 and by the local stack, which enforces each function's generated role on every AWS call it makes
-(prefetcher_cli/local/iam.py).
+(devtools/local_stack/iam.py).
 
     .venv-sam/bin/python scripts/sam_transform.py template.yaml > transformed.json
 """

@@ -17,10 +17,10 @@ from tests.helpers import ROOT
 @pytest.fixture(autouse=True)
 def iam_enforced() -> Iterator[None]:
     """AWS authorises every call a function makes against its role; the local stack does too
-    (prefetcher_cli/local/iam.py). A call the role does not allow fails the test that made it,
+    (devtools/local_stack/iam.py). A call the role does not allow fails the test that made it,
     naming the function, the action and the resource (tests that exercise AWS's own
     AccessDenied declare it with `iam.expect_denied`)."""
-    from prefetcher_cli.local import iam
+    from devtools.local_stack import iam
 
     iam.ledger.mark()
     yield
@@ -41,7 +41,7 @@ def function_log() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Any]:
-    from prefetcher_cli.local.stack import Servers
+    from devtools.local_stack.servers import Servers
 
     started = Servers().start()
     try:
@@ -65,7 +65,7 @@ def aws_env(servers: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
 @pytest.fixture
 def stack(servers: Any, aws_env: dict[str, str], function_log: Any, request: pytest.FixtureRequest) -> Any:
     """template.yaml deployed on the local stack, with its own names."""
-    from prefetcher_cli.local.stack import LocalStack
+    from devtools.local_stack.stack import LocalStack
 
     servers.reset_moto()
     overrides = getattr(request, "param", {}) or {}

@@ -3,51 +3,20 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
+from devtools.local_stack.aws_calls import CallCounter
+
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
+# CallCounter is the local stack's (devtools/local_stack/aws_calls.py), shared with the benchmarks.
+__all__ = ["CallCounter", "load_event", "moto_commands", "result_lines"]
 
 
 def load_event(name: str) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads((EVENTS / name).read_text())
     return loaded
-
-
-class CallCounter:
-    """Counts the AWS calls made through prefetcher.clients, with their API parameters."""
-
-    def __init__(self) -> None:
-        from collections import Counter
-
-        self.calls: Counter[str] = Counter()
-        self.params: dict[str, list[dict[str, Any]]] = {}
-        self._remove: Any = None
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> CallCounter:
-        from prefetcher import clients
-
-        clients.reset()
-        self._remove = clients.on_create(self._attach)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._remove()
-
-    def _attach(self, _service: str, client: Any) -> None:
-        client.meta.events.register("before-parameter-build", self._count)
-
-    def _count(self, params: dict[str, Any], event_name: str, **_kwargs: Any) -> None:
-        operation = ".".join(event_name.split(".")[1:])  # e.g. ssm.SendCommand
-        with self._lock:  # the audit path calls from threads
-            self.calls[operation] += 1
-            self.params.setdefault(operation, []).append(params)
-
-    def count(self, operation: str) -> int:
-        return self.calls[operation]
 
 
 def moto_commands(account: str = "123456789012", region: str = "us-east-1") -> list[Any]:

@@ -1,5 +1,6 @@
 """`prefetcher`: ask the audit table which nodes hold an image, what failed and why, how covered a
-cluster is; run the functions and a whole demo on the local stack.
+cluster is; move a dead-letter queue's messages back. (`prefetcher local ...` runs the local
+stack of a clone of the repository: prefetcher_cli/local.py.)
 
 Exit codes: 0 done; 1 not found (unknown image, node or cluster); 2 usage; 3 the table or the
 endpoint cannot be reached (or credentials are missing)."""
@@ -7,11 +8,9 @@ endpoint cannot be reached (or credentials are missing)."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
@@ -99,32 +98,6 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_local_invoke(args: argparse.Namespace) -> int:
-    from prefetcher_cli.local.invoke import invoke
-
-    overrides = _overrides(args.parameter_overrides)
-    event = json.loads(Path(args.event).read_text()) if args.event != "-" else json.load(sys.stdin)
-    try:
-        result = invoke(args.function, event, overrides)
-    except Exception as error:  # noqa: BLE001 - a function error is reported as Lambda reports it
-        print(json.dumps({"errorMessage": str(error), "errorType": type(error).__name__}, indent=2))
-        return 1
-    print(json.dumps(result, indent=2, default=str))
-    return 0
-
-
-def cmd_local_demo(args: argparse.Namespace) -> int:
-    from prefetcher_cli.local.demo import run_demo
-
-    return run_demo(real_pulls=args.real_pulls)
-
-
-def _overrides(raw: list[str] | None) -> dict[str, str]:
-    from prefetcher_cli.local.template import parse_overrides
-
-    return parse_overrides(raw or [])
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="prefetcher", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -168,29 +141,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", choices=["table", "json"], default="table")
     p.set_defaults(run=cmd_redrive)
 
-    local = sub.add_parser("local", help="the local stack (DynamoDB Local + moto): invoke a function, run the demo")
-    lsub = local.add_subparsers(dest="local_command", required=True)
-    p = lsub.add_parser("invoke", help="run one function as `sam local invoke` would, against a fresh local stack")
-    p.add_argument("function", help="logical id in template.yaml, e.g. ImagePushFunction")
-    p.add_argument("--event", "-e", required=True, help="event file (e.g. events/ecr-push-tagged.json), or - for stdin")
-    p.add_argument(
-        "--parameter-overrides",
-        nargs="*",
-        help="template parameters, Key=Value (default: samconfig.toml's local_invoke ones)",
-    )
-    p.set_defaults(run=cmd_local_invoke)
-    p = lsub.add_parser("demo", help="the whole flow on a simulated fleet (what `make demo` runs)")
-    p.add_argument(
-        "--real-pulls",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="run the node agent against a local containerd and registry (needs root; auto: when possible)",
-    )
-    p.set_defaults(run=cmd_local_demo)
+    # `prefetcher local ...` goes to the local stack of a clone (prefetcher_cli/local.py; main
+    # hands it the arguments before parsing): listed here for --help.
+    p = sub.add_parser("local", add_help=False, help="the local stack (a development tool of the repository)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="invoke FUNCTION --event FILE | demo [--real-pulls]")
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["local"]:
+        from prefetcher_cli import local
+
+        return local.run(argv[1:])
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)

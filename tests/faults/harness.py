@@ -38,7 +38,8 @@ from typing import Any
 import boto3
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
-from prefetcher import clients
+
+from devtools.local_stack.aws_calls import hooked_clients
 
 
 class LambdaTimeout(BaseException):
@@ -81,13 +82,8 @@ class FaultInjector:
 
     @contextmanager
     def active(self) -> Iterator[FaultInjector]:
-        clients.reset()
-        remove = clients.on_create(self._attach)
-        try:
+        with hooked_clients(self._attach):
             yield self
-        finally:
-            remove()
-            clients.reset()
 
     def _attach(self, service: str, client: Any) -> None:
         client.meta.events.register("before-parameter-build", self._remember)

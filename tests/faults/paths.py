@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from prefetcher_cli.local import fidelity
-from prefetcher_cli.local.fleet import NodeSpec, launch
-from prefetcher_cli.local.runtime import SqsEventSource
-from prefetcher_cli.local.stack import LocalStack, Servers
-
+from devtools.local_stack import moto_patches
+from devtools.local_stack.ec2_fleet import NodeSpec, launch
+from devtools.local_stack.lambda_runtime import SqsEventSource
+from devtools.local_stack.servers import Servers
+from devtools.local_stack.stack import LocalStack
 from tests.faults.harness import FaultInjector, LambdaTimeout, fast_retries
 from tests.helpers import load_event, moto_commands
 
@@ -233,7 +233,7 @@ def run_audit(servers: Servers, log: Any, events: int = 1000, rate: float = 0.2)
                        "bytes": 100, "seconds": 1.0, "error": ""})  # fmt: skip
     now = datetime.now(UTC)
     for node in nodes:
-        fidelity.set_invocation(ACCOUNT, REGION, command.command_id, node, status="Success", stdout=line,
+        moto_patches.set_invocation(ACCOUNT, REGION, command.command_id, node, status="Success", stdout=line,
                                 response_code=0, started_at=now, finished_at=now)  # fmt: skip
     statuses = _status_events(stack, command, nodes)
     injector = FaultInjector(rate=rate, seed=17)

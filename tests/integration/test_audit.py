@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 from prefetcher.store import AuditTable
-from prefetcher_cli.local import fidelity, ssm_agent
-from prefetcher_cli.local.fleet import NodeSpec, launch
-from prefetcher_cli.local.simulator import NodeSimulator
 
+from devtools.local_stack import moto_patches, ssm_agent
+from devtools.local_stack.ec2_fleet import NodeSpec, launch
+from devtools.local_stack.node_simulator import NodeSimulator
 from tests.helpers import load_event, moto_commands, result_lines
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -46,7 +46,7 @@ def status_event(stack, command, instance, status):
 
 def finish(command, instance, status, details, stdout="", stderr="", code=0):
     now = datetime.now(UTC)
-    fidelity.set_invocation(
+    moto_patches.set_invocation(
         ACCOUNT,
         REGION,
         command.command_id,
@@ -196,8 +196,7 @@ def test_events_of_other_documents_never_reach_the_function(stack, sent):
 
 
 def test_a_batch_writes_once_per_invocation_and_fails_only_the_messages_of_one_that_cannot_be_applied(stack, sent):
-    from prefetcher_cli.local.runtime import sqs_event
-
+    from devtools.local_stack.lambda_runtime import sqs_event
     from tests.helpers import CallCounter
 
     command, instance, table = sent
@@ -268,8 +267,7 @@ def test_an_image_never_reported_is_failed_after_three_commands(stack, sent):
 
 
 def test_a_full_batch_at_the_design_latency_ends_within_the_functions_timeout(stack):
-    from prefetcher_cli.local.runtime import sqs_event
-
+    from devtools.local_stack.lambda_runtime import sqs_event
     from tests.integration.test_join import DESIGN_LATENCY, SCALE, batch_size, slow_calls
 
     # Given as many finished invocations as one batch holds

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from prefetcher_cli import main as cli
-from prefetcher_cli.local.processes import free_port
 
+from devtools.local_stack.servers import free_port
 from tests.helpers import ROOT
 
 

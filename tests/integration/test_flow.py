@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from prefetcher_cli import main as cli
-from prefetcher_cli.local import fidelity
-from prefetcher_cli.local.fleet import NodeSpec, launch
-from prefetcher_cli.local.runtime import sqs_event
-from prefetcher_cli.local.simulator import NodeSimulator, simulated_agent
 
+from devtools.local_stack import moto_patches
+from devtools.local_stack.ec2_fleet import NodeSpec, launch
+from devtools.local_stack.lambda_runtime import sqs_event
+from devtools.local_stack.node_simulator import NodeSimulator, simulated_agent
 from tests.helpers import load_event, moto_commands
 
 PUSH = load_event("ecr-push-tagged.json")
@@ -110,7 +110,7 @@ def test_any_order_and_duplication_of_status_events_ends_in_the_terminal_state(s
         instance = next(nodes)
         details, expected = TERMINAL[terminal]
         now = datetime.now(UTC)
-        fidelity.set_invocation(
+        moto_patches.set_invocation(
             "123456789012",
             "us-east-1",
             command.command_id,

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from prefetcher_cli.local.runtime import sqs_event
 
+from devtools.local_stack.lambda_runtime import sqs_event
 from tests.helpers import ROOT, CallCounter, load_event
 
 EXAMPLES = 220

@@ -1,5 +1,5 @@
 """IAM on the local stack: every AWS call each function makes is authorised against its role in
-the SAM-transformed template (prefetcher_cli/local/iam.py), as AWS authorises it. Each test
+the SAM-transformed template (devtools/local_stack/iam.py), as AWS authorises it. Each test
 here failed on the template as it stood before the check existed, on the call that AWS refused
 and the local stack let through."""
 
@@ -12,10 +12,10 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from prefetcher import clients
 from prefetcher.store import AuditTable
-from prefetcher_cli.local import iam
-from prefetcher_cli.local.fleet import NodeSpec, launch
-from prefetcher_cli.local.simulator import NodeSimulator, simulated_agent
 
+from devtools.local_stack import iam
+from devtools.local_stack.ec2_fleet import NodeSpec, launch
+from devtools.local_stack.node_simulator import NodeSimulator, simulated_agent
 from tests.helpers import CallCounter, load_event, moto_commands
 
 PUSH = load_event("ecr-push-tagged.json")
@@ -75,7 +75,7 @@ def test_a_join_reads_the_catalog_without_reading_the_clusters_live_nodes(stack)
     # Given a pushed image and a node joining
     stack.functions["ImagePushFunction"].invoke(copy.deepcopy(PUSH))
     (node,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
-    from prefetcher_cli.local.runtime import sqs_event
+    from devtools.local_stack.lambda_runtime import sqs_event
 
     start = len(iam.calls)
     message = {"MessageId": "m1", "ReceiptHandle": "r", "Body": json.dumps(running(node)),

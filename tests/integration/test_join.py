@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 import pytest
 from prefetcher.errors import TransientError
 from prefetcher.store import AuditTable
-from prefetcher_cli.local import fidelity, iam
-from prefetcher_cli.local.fleet import NodeSpec, launch
-from prefetcher_cli.local.runtime import sqs_event
-from prefetcher_cli.local.simulator import NodeSimulator, simulated_agent
 
+from devtools.local_stack import iam, moto_patches
+from devtools.local_stack.ec2_fleet import NodeSpec, launch
+from devtools.local_stack.lambda_runtime import sqs_event
+from devtools.local_stack.node_simulator import NodeSimulator, simulated_agent
 from tests.helpers import CallCounter, load_event, moto_commands
 
 PUSH = load_event("ecr-push-tagged.json")
@@ -28,7 +28,7 @@ FAST_RETRIES = {"NodeJoinFunction": {"JOIN_RETRY_DELAYS": "1"}}
 
 @pytest.fixture
 def join_stack(servers, aws_env, function_log, request):
-    from prefetcher_cli.local.stack import LocalStack
+    from devtools.local_stack.stack import LocalStack
 
     servers.reset_moto()
     extra = getattr(request, "param", {}) or {}
@@ -71,7 +71,7 @@ def test_a_node_whose_agent_registers_late_is_retried_then_warmed(join_stack, mo
     pushed(stack)
     # Given a new node of ml-prod whose SSM agent has not registered yet
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "karpenter", "gpu"))
-    fidelity.set_agent_registered(instance, False)
+    moto_patches.set_agent_registered(instance, False)
     refused = {"n": 0}
     send_pull = ssm.send_pull
 
@@ -87,7 +87,7 @@ def test_a_node_whose_agent_registers_late_is_retried_then_warmed(join_stack, mo
 
     def between() -> int:
         if refused["n"] >= 2:  # the agent registers after two refused tries
-            fidelity.set_agent_registered(instance, True)
+            moto_patches.set_agent_registered(instance, True)
         return sim.step()
 
     # When it starts (its running event goes through the node-join rule and queue)
@@ -109,7 +109,7 @@ def test_past_the_bound_the_event_is_dead_lettered_and_the_node_recorded_undeliv
     table = AuditTable(stack.output("AuditTable"))
     pushed(stack)
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
-    fidelity.set_agent_registered(instance, False)  # never registers
+    moto_patches.set_agent_registered(instance, False)  # never registers
     stack.put_events(state_event(instance, "running"))
     stack.run_sources(timeout=60)
     node, images = table.node(instance)
@@ -185,7 +185,7 @@ def test_a_push_while_the_node_is_still_joining_reaches_it_with_the_newest_diges
     table = AuditTable(stack.output("AuditTable"))
     pushed(stack)
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
-    fidelity.set_agent_registered(instance, False)
+    moto_patches.set_agent_registered(instance, False)
     stack.put_events(state_event(instance, "running"))
     # The join's first try fails (agent not registered); meanwhile a newer digest is pushed,
     # whose command cannot reach the node either
@@ -193,7 +193,7 @@ def test_a_push_while_the_node_is_still_joining_reaches_it_with_the_newest_diges
     assert join_source.poll_once() == 1
     pushed(stack, NEWER, "2026-11-29T11:00:00Z", "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a")
     assert all(instance not in c.instance_ids for c in moto_commands())
-    fidelity.set_agent_registered(instance, True)
+    moto_patches.set_agent_registered(instance, True)
     stack.run_sources(timeout=60, between=simulator(stack).step)
     _, images = table.node(instance)
     assert {i["digest"]: i["state"] for i in images} == {NEWER: "cached"}
@@ -204,7 +204,7 @@ def test_a_node_joining_while_a_push_is_in_flight_ends_with_the_newest_digest(jo
     table = AuditTable(stack.output("AuditTable"))
     pushed(stack)
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
-    fidelity.set_agent_registered(instance, False)
+    moto_patches.set_agent_registered(instance, False)
     original = AuditTable.current_images
     calls = {"n": 0}
 
@@ -215,7 +215,7 @@ def test_a_node_joining_while_a_push_is_in_flight_ends_with_the_newest_digest(jo
             # Right after the join read the catalog: a push records a newer digest and sends it
             # while the node is not registered yet (SSM does not target it); then it registers.
             pushed(stack, NEWER, "2026-11-29T11:00:00Z", "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d")
-            fidelity.set_agent_registered(instance, True)
+            moto_patches.set_agent_registered(instance, True)
         return found
 
     monkeypatch.setattr(AuditTable, "current_images", racing)

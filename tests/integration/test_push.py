@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-from prefetcher_cli.local.fleet import NodeSpec, launch
 
+from devtools.local_stack.ec2_fleet import NodeSpec, launch
 from tests.helpers import CallCounter, load_event, moto_commands
 
 PUSH = load_event("ecr-push-tagged.json")
@@ -88,7 +88,7 @@ def test_events_that_are_not_ours_send_nothing(stack, name, reason):
 
 
 def test_a_repository_outside_the_patterns_is_ignored(servers, aws_env, function_log):
-    from prefetcher_cli.local.stack import LocalStack
+    from devtools.local_stack.stack import LocalStack
 
     servers.reset_moto()
     stack = LocalStack(

@@ -7,9 +7,9 @@ import json
 
 from prefetcher.store import AuditTable
 from prefetcher_cli import main as cli
-from prefetcher_cli.local import fidelity
-from prefetcher_cli.local.fleet import NodeSpec, launch
 
+from devtools.local_stack import moto_patches
+from devtools.local_stack.ec2_fleet import NodeSpec, launch
 from tests.helpers import load_event, moto_commands, result_lines
 
 
@@ -24,7 +24,7 @@ def test_an_audit_event_that_failed_until_its_command_was_recorded_is_redriven_a
     ddb.delete_item(
         TableName=table.table_name, Key={"pk": {"S": f"COMMAND#{command.command_id}"}, "sk": {"S": "#META"}}
     )
-    fidelity.set_invocation("123456789012", "us-east-1", command.command_id, instance, status="Success",
+    moto_patches.set_invocation("123456789012", "us-east-1", command.command_id, instance, status="Success",
                             stdout=result_lines(command.parameters["Images"][0]), response_code=0)  # fmt: skip
     event = {
         "source": "aws.ssm", "detail-type": "EC2 Command Invocation Status-change Notification", "resources": [],

@@ -1,7 +1,7 @@
 """A rollout as Run Command runs it: at most MaxConcurrency nodes at a time, the command expiring
 TimeoutSeconds + executionTimeout after it is sent (a node not started by TimeoutSeconds is
 Delivery Timed Out), and no more nodes started once more than MaxErrors failed. Time in a rollout
-is simulated (prefetcher_cli/local/fidelity.py), so hours of pulls take a second here."""
+is simulated (devtools/local_stack/moto_patches.py), so hours of pulls take a second here."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 from prefetcher.store import AuditTable
-from prefetcher_cli.local import fidelity, ssm_agent
-from prefetcher_cli.local.fleet import NodeSpec, launch
-from prefetcher_cli.local.simulator import NodeSimulator, simulated_agent
 
+from devtools.local_stack import moto_patches, ssm_agent
+from devtools.local_stack.ec2_fleet import NodeSpec, launch
+from devtools.local_stack.node_simulator import NodeSimulator, simulated_agent
 from tests.helpers import load_event, moto_commands
 
 PUSH = load_event("ecr-push-tagged.json")
@@ -41,7 +41,7 @@ def test_a_rollout_in_ten_turns_reaches_every_node_before_the_command_expires(st
     # cached, none "undeliverable" (with TimeoutSeconds 600, 18 of the 20 were)
     (command,) = [c for c in moto_commands() if set(nodes) & set(c.instance_ids)]
     assert command.timeout_seconds == 600 + 9 * 3600
-    rollout = fidelity.rollout(command.command_id)
+    rollout = moto_patches.rollout(command.command_id)
     assert rollout.most_at_once() == 2
     assert max(begin for begin, _ in rollout.runs) == 9 * 900
     assert states(stack) == dict.fromkeys(nodes, "cached")

@@ -12,8 +12,8 @@ from prefetcher.eks_tags import cluster_targets
 from prefetcher.refs import ImageRef
 from prefetcher.settings import AgentSettings
 from prefetcher.store import AuditTable
-from prefetcher_cli.local.fleet import NodeSpec, launch
 
+from devtools.local_stack.ec2_fleet import NodeSpec, launch
 from tests.helpers import load_event, moto_commands
 
 IMAGE = ImageRef("123456789012.dkr.ecr.us-east-1.amazonaws.com", "ml/trainer", "sha256:" + "c" * 64, "v1")
@@ -99,15 +99,16 @@ def test_a_document_and_parameters_above_64_kb_are_refused_as_ssm_refuses_them(s
     import yaml
     from prefetcher import ssm
     from prefetcher.errors import ConfigurationError
-    from prefetcher_cli.local import fidelity
-    from prefetcher_cli.local.template import load
+
+    from devtools.local_stack import moto_patches
+    from devtools.local_stack.template_resolver import load
 
     # Given a document that is ours but 63 KB (a bloated script) and a command for 20 images
     content = load()["Resources"]["PrefetchDocument"]["Properties"]["Content"]
     big = {**content, "description": "x" * (63 * 1024 - len(json.dumps(content, separators=(",", ":"))))}
     stack.client("ssm").create_document(Name="big-prefetch", Content=yaml.safe_dump(big), DocumentType="Command",
                                         DocumentFormat="YAML")  # fmt: skip
-    fidelity.register_document("big-prefetch", big)
+    moto_patches.register_document("big-prefetch", big)
     (node,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
     agent = AgentSettings.model_validate({"DOCUMENT_NAME": "big-prefetch"})
     images = [ImageRef(IMAGE.registry, f"ml/model-{n:02d}", "sha256:" + f"{n:02d}" * 32, "v1") for n in range(20)]

@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 from prefetcher.agent_output import ImageResult
-from prefetcher_cli.local import node
-from prefetcher_cli.local.ssm_agent import Report
+
+from devtools.local_stack import containerd_nodes, servers
+from devtools.local_stack.ssm_agent import Report
 
 
 def _requirement() -> None:
-    problem = node.unavailable()
+    problem = containerd_nodes.unavailable()
     if problem:
         if os.environ.get("PREFETCH_NODE_SUITE") == "required":
             pytest.fail(f"node suite required but not possible here: {problem}")
@@ -34,31 +35,31 @@ def node_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def script(node_base: Path) -> Path:
-    return node.deployed_script(node_base / "prefetch.sh")
+    return containerd_nodes.deployed_script(node_base / "prefetch.sh")
 
 
 @pytest.fixture(scope="session")
-def registry(node_base: Path) -> Iterator[node.Registry]:
-    started = node.Registry(node_base / "registry").start()
+def registry(node_base: Path) -> Iterator[servers.Registry]:
+    started = servers.Registry(node_base / "registry").start()
     yield started
     started.stop()
 
 
 @pytest.fixture
-def containerd() -> Iterator[node.Containerd]:
+def containerd() -> Iterator[containerd_nodes.Containerd]:
     _requirement()
     # A fresh, short base path: a unix socket path must stay under 108 bytes.
     base = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))
-    started = node.Containerd(base).start()
+    started = containerd_nodes.Containerd(base).start()
     yield started
     started.stop()
     shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
-def hosts_dir(tmp_path: Path, registry: node.Registry) -> Path:
+def hosts_dir(tmp_path: Path, registry: servers.Registry) -> Path:
     directory = tmp_path / "certs.d"
-    node.hosts_entry(directory, registry.host, registry.host)
+    containerd_nodes.hosts_entry(directory, registry.host, registry.host)
     return directory
 
 
@@ -68,12 +69,12 @@ def results(stdout: str) -> list[ImageResult]:
 
 
 @pytest.fixture
-def run(script: Path, containerd: node.Containerd, hosts_dir: Path) -> Any:
+def run(script: Path, containerd: containerd_nodes.Containerd, hosts_dir: Path) -> Any:
     def run_agent(images: list[str], **parameters: Any) -> tuple[Report, list[ImageResult]]:
         path = parameters.pop("path_prefix", None)
         hosts = parameters.pop("hosts", hosts_dir)
         params = {"Images": ",".join(images), **{k: str(v) for k, v in parameters.items()}}
-        outcome = node.run_agent(script, containerd, params, hosts_dir=hosts, path_prefix=path)
+        outcome = containerd_nodes.run_agent(script, containerd, params, hosts_dir=hosts, path_prefix=path)
         return outcome, results(outcome.stdout)
 
     return run_agent

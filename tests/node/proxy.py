@@ -10,7 +10,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prefetcher_cli.local.processes import free_port
+from devtools.local_stack.servers import free_port
 
 
 class FaultyProxy:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 from prefetcher import refs
-from prefetcher_cli.local import images, node, ssm_agent
-from prefetcher_cli.local.template import load
 
+from devtools.local_stack import containerd_nodes, oci_images, servers, ssm_agent
+from devtools.local_stack.template_resolver import load
 from tests.node.conftest import results
 from tests.node.proxy import FaultyProxy
 
@@ -38,7 +38,7 @@ def random_bytes(seed: int, size: int) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def pushed(node_base: Path, registry: node.Registry) -> dict[str, Pushed]:
+def pushed(node_base: Path, registry: servers.Registry) -> dict[str, Pushed]:
     """Images in the registry: small ones, a multi-arch one, a big one, four for parallel pulls."""
     made = {}
     specs = {
@@ -49,8 +49,8 @@ def pushed(node_base: Path, registry: node.Registry) -> dict[str, Pushed]:
         **{f"par{i}": ({"data": random_bytes(10 + i, 3 * 1024 * 1024)}, False) for i in range(4)},
     }
     for name, (files, multi) in specs.items():
-        built = images.build(node_base / "layouts" / name, files, multi_arch=multi)
-        images.push(node_base / "layouts" / name, f"{registry.host}/ml/{name}:v1")
+        built = oci_images.build(node_base / "layouts" / name, files, multi_arch=multi)
+        oci_images.push(node_base / "layouts" / name, f"{registry.host}/ml/{name}:v1")
         made[name] = Pushed(f"ml/{name}", built.digest, built.size)
     return made
 
@@ -63,7 +63,7 @@ def fatal_reason(stdout: str) -> str:
     return str(loaded["fatal"])
 
 
-def item(registry: node.Registry, image: Pushed, tag: str = "v1") -> str:
+def item(registry: servers.Registry, image: Pushed, tag: str = "v1") -> str:
     return f"{registry.host}/{image.repository}:{tag}@{image.digest}"
 
 
@@ -92,13 +92,13 @@ def test_an_image_already_present_is_skipped_without_the_registry(run, registry,
     run([item(registry, small)])
     # The registry is no longer reachable for this node: a present image needs no call to it
     unreachable = tmp_path / "unreachable.d"
-    node.hosts_entry(unreachable, registry.host, f"127.0.0.1:{node.free_port()}")
+    containerd_nodes.hosts_entry(unreachable, registry.host, f"127.0.0.1:{servers.free_port()}")
     outcome, (line,) = run([item(registry, small)], hosts=unreachable)
     assert outcome.response_code == 0 and line.outcome == "present"
     assert line.bytes == small.size + len(containerd.ctr("content", "get", _config_digest(containerd, small)).stdout)
 
 
-def _config_digest(containerd: node.Containerd, image: Pushed) -> str:
+def _config_digest(containerd: containerd_nodes.Containerd, image: Pushed) -> str:
     manifest = json.loads(containerd.ctr("content", "get", image.digest).stdout)
     return str(manifest["config"]["digest"])
 
@@ -162,8 +162,10 @@ def test_a_tag_that_containerd_refuses_fails_with_containerds_own_reason(run, re
 def test_a_transient_registry_error_is_retried(script, containerd, registry, pushed, tmp_path):
     with FaultyProxy(registry.host, failures=2) as proxy:
         hosts = tmp_path / "faulty.d"
-        node.hosts_entry(hosts, registry.host, proxy.host)
-        outcome = node.run_agent(script, containerd, {"Images": item(registry, pushed["other"])}, hosts_dir=hosts)
+        containerd_nodes.hosts_entry(hosts, registry.host, proxy.host)
+        outcome = containerd_nodes.run_agent(
+            script, containerd, {"Images": item(registry, pushed["other"])}, hosts_dir=hosts
+        )
     (line,) = results(outcome.stdout)
     assert outcome.response_code == 0 and line.outcome == "pulled", outcome.stderr
     assert "transient registry error" in outcome.stderr
@@ -181,10 +183,10 @@ def test_not_found_is_final_and_not_retried(run, registry):
 def test_a_pull_that_exceeds_its_timeout_fails_with_that_reason(script, containerd, registry, pushed, tmp_path):
     with FaultyProxy(registry.host, stall_blobs=30) as proxy:
         hosts = tmp_path / "slow.d"
-        node.hosts_entry(hosts, registry.host, proxy.host)
+        containerd_nodes.hosts_entry(hosts, registry.host, proxy.host)
         parameters = {"Images": item(registry, pushed["other"]), "PullTimeoutSeconds": "10"}
         started = time.monotonic()
-        outcome = node.run_agent(script, containerd, parameters, hosts_dir=hosts)
+        outcome = containerd_nodes.run_agent(script, containerd, parameters, hosts_dir=hosts)
     (line,) = results(outcome.stdout)
     assert outcome.response_code == 1 and line.outcome == "failed"
     assert line.error == "the pull took longer than PullTimeoutSeconds (10 s)"
@@ -197,20 +199,20 @@ def test_a_multi_arch_image_resolves_to_the_nodes_platform(run, registry, pushed
     assert outcome.response_code == 0 and line.outcome == "pulled"
     index = json.loads(containerd.ctr("content", "get", multi.digest).stdout)
     by_arch = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
-    assert containerd.ctr("content", "get", by_arch[images.ARCH], check=False).returncode == 0
-    other = json.loads(images_manifest(registry, multi.repository, by_arch[images.OTHER_ARCH]))
+    assert containerd.ctr("content", "get", by_arch[oci_images.ARCH], check=False).returncode == 0
+    other = json.loads(images_manifest(registry, multi.repository, by_arch[oci_images.OTHER_ARCH]))
     # The other platform's layer was never downloaded
     assert containerd.ctr("content", "get", other["layers"][0]["digest"], check=False).returncode != 0
     assert line.bytes == multi.size + len(
-        containerd.ctr("content", "get", _config_of(containerd, by_arch[images.ARCH])).stdout
+        containerd.ctr("content", "get", _config_of(containerd, by_arch[oci_images.ARCH])).stdout
     )
 
 
-def _config_of(containerd: node.Containerd, manifest_digest: str) -> str:
+def _config_of(containerd: containerd_nodes.Containerd, manifest_digest: str) -> str:
     return str(json.loads(containerd.ctr("content", "get", manifest_digest).stdout)["config"]["digest"])
 
 
-def images_manifest(registry: node.Registry, repository: str, digest: str) -> str:
+def images_manifest(registry: servers.Registry, repository: str, digest: str) -> str:
     import urllib.request
 
     request = urllib.request.Request(
@@ -230,7 +232,7 @@ def small_disk(tmp_path: Path):
     mount = Path(tempfile.mkdtemp(prefix="ctd-tmpfs-", dir="/tmp"))
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], check=True)
     base = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))
-    started = node.Containerd(base, root=mount / "root").start()
+    started = containerd_nodes.Containerd(base, root=mount / "root").start()
     try:
         yield started
     finally:
@@ -245,7 +247,7 @@ def test_an_image_that_would_not_fit_is_skipped_and_says_how_much_is_missing(
 ):
     big, small = pushed["big"], pushed["small"]
     parameters = {"Images": f"{item(registry, big)},{item(registry, small)}", "MinFreeDiskMiB": "8"}
-    outcome = node.run_agent(script, small_disk, parameters, hosts_dir=hosts_dir)
+    outcome = containerd_nodes.run_agent(script, small_disk, parameters, hosts_dir=hosts_dir)
     skipped, pulled = results(outcome.stdout)
     assert outcome.response_code == 0  # a skip is not a failure
     assert skipped.outcome == "skipped-disk"
@@ -265,10 +267,10 @@ def test_an_image_that_would_not_fit_is_skipped_and_says_how_much_is_missing(
 
 
 @pytest.fixture(scope="session")
-def private_registry(node_base: Path, pushed: dict[str, Pushed]) -> tuple[node.Registry, Pushed]:
+def private_registry(node_base: Path, pushed: dict[str, Pushed]) -> tuple[servers.Registry, Pushed]:
     """A registry that wants `AWS:<token>` (as ECR does), holding one image."""
-    started = node.Registry(node_base / "private", password="tok-" + "x7" * 30).start()
-    images.push(node_base / "layouts" / "small", f"{started.host}/ml/secure:v1", credentials=started.credentials)
+    started = servers.Registry(node_base / "private", password="tok-" + "x7" * 30).start()
+    oci_images.push(node_base / "layouts" / "small", f"{started.host}/ml/secure:v1", credentials=started.credentials)
     yield started, Pushed("ml/secure", pushed["small"].digest, pushed["small"].size)
     started.stop()
 
@@ -277,7 +279,7 @@ def private_registry(node_base: Path, pushed: dict[str, Pushed]) -> tuple[node.R
 def ecr_hosts(tmp_path: Path, private_registry) -> Path:
     """The node's registry configuration sends the ECR registry's pulls to the private registry."""
     directory = tmp_path / "ecr.d"
-    node.hosts_entry(directory, ECR, private_registry[0].host)
+    containerd_nodes.hosts_entry(directory, ECR, private_registry[0].host)
     return directory
 
 
@@ -286,7 +288,7 @@ def test_ecr_credentials_from_the_node_never_appear_on_a_command_line_or_in_outp
 ):
     registry, secure = private_registry
     token = registry.password
-    bin_dir = node.fake_aws_cli(tmp_path / "bin", token)
+    bin_dir = containerd_nodes.fake_aws_cli(tmp_path / "bin", token)
     seen: list[str] = []
     stop = threading.Event()
 
@@ -305,7 +307,7 @@ def test_ecr_credentials_from_the_node_never_appear_on_a_command_line_or_in_outp
     watcher.start()
     try:
         parameters = {"Images": f"{ECR}/ml/secure:v1@{secure.digest}"}
-        outcome = node.run_agent(script, containerd, parameters, hosts_dir=ecr_hosts, path_prefix=[bin_dir])
+        outcome = containerd_nodes.run_agent(script, containerd, parameters, hosts_dir=ecr_hosts, path_prefix=[bin_dir])
     finally:
         stop.set()
         watcher.join()
@@ -324,8 +326,8 @@ def node_base64(token: str) -> str:
 
 def test_a_refused_credential_reaches_the_result_line(script, containerd, private_registry, ecr_hosts, tmp_path):
     _, secure = private_registry
-    bin_dir = node.fake_aws_cli(tmp_path / "bin", "expired-token")
-    outcome = node.run_agent(script, containerd, {"Images": f"{ECR}/ml/secure:v1@{secure.digest}"},
+    bin_dir = containerd_nodes.fake_aws_cli(tmp_path / "bin", "expired-token")
+    outcome = containerd_nodes.run_agent(script, containerd, {"Images": f"{ECR}/ml/secure:v1@{secure.digest}"},
                              hosts_dir=ecr_hosts, path_prefix=[bin_dir])  # fmt: skip
     (line,) = results(outcome.stdout)
     assert outcome.response_code == 1 and line.outcome == "failed"
@@ -342,7 +344,7 @@ def test_without_any_credential_source_the_pull_is_anonymous_and_refused_readabl
     environment_path = os.environ["PATH"]
     os.environ["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"  # no aws CLI, no credential provider
     try:
-        outcome = node.run_agent(script, containerd, {"Images": f"{ECR}/ml/secure:v1@{secure.digest}"},
+        outcome = containerd_nodes.run_agent(script, containerd, {"Images": f"{ECR}/ml/secure:v1@{secure.digest}"},
                                  hosts_dir=ecr_hosts, path_prefix=[empty])  # fmt: skip
     finally:
         os.environ["PATH"] = environment_path
@@ -385,7 +387,7 @@ def test_cleanup_removes_only_superseded_digests_it_pulled_that_nothing_uses(
     host = registry.host
     digests = {}
     for name in ("par0", "par1", "par2"):
-        images.push(node_base / "layouts" / name, f"{host}/ml/app:{name}")
+        oci_images.push(node_base / "layouts" / name, f"{host}/ml/app:{name}")
         digests[name] = pushed[name].digest
     old, used, new = (f"{host}/ml/app:v1@{digests[n]}" for n in ("par0", "par1", "par2"))
     # Given ml/app:v1 was pulled at one digest, then moved to a second one that a container uses
@@ -411,7 +413,7 @@ def test_cleanup_removes_only_superseded_digests_it_pulled_that_nothing_uses(
 def test_without_cleanup_nothing_is_removed(run, registry, pushed, node_base, containerd):
     host = registry.host
     for name in ("par0", "par1"):
-        images.push(node_base / "layouts" / name, f"{host}/ml/keep:{name}")
+        oci_images.push(node_base / "layouts" / name, f"{host}/ml/keep:{name}")
     run([f"{host}/ml/keep:v1@{pushed['par0'].digest}"])
     run([f"{host}/ml/keep:v1@{pushed['par1'].digest}"])
     assert f"{host}/ml/keep@{pushed['par0'].digest}" in containerd.images()
@@ -439,7 +441,7 @@ exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CONTAINERD_ADDRESS="$HOST_CONTAIN
 
 
 @pytest.fixture
-def bottlerocket(tmp_path: Path, containerd: node.Containerd) -> dict[str, Path]:
+def bottlerocket(tmp_path: Path, containerd: containerd_nodes.Containerd) -> dict[str, Path]:
     """A control container's view: apiclient on PATH (the only way to the host), its own TMPDIR."""
     control = tmp_path / "control"
     (control / "bin").mkdir(parents=True)
@@ -460,7 +462,7 @@ def test_on_bottlerocket_without_the_admin_container_nothing_is_pulled_and_the_r
     script, containerd, registry, pushed, hosts_dir, bottlerocket
 ):
     bottlerocket["disabled"].touch()  # the default on Bottlerocket's aws-k8s variants
-    outcome = node.run_agent(script, containerd, {"Images": item(registry, pushed["small"])}, hosts_dir=hosts_dir,
+    outcome = containerd_nodes.run_agent(script, containerd, {"Images": item(registry, pushed["small"])}, hosts_dir=hosts_dir,
                              path_prefix=[bottlerocket["bin"]], tmp_dir=bottlerocket["tmp"])  # fmt: skip
     assert outcome.response_code == 3
     fatal = fatal_reason(outcome.stdout)
@@ -484,7 +486,7 @@ def test_on_bottlerocket_pulls_go_to_the_hosts_containerd_with_a_registry_config
     provider.chmod(0o755)
     settings = {"PREFETCH_HOST_RUN_DIR": str(bottlerocket["host_run"])}
     # When the agent runs in the control container
-    outcome = node.run_agent(script, containerd, {"Images": f"{ECR}/ml/secure:v1@{secure.digest}"},
+    outcome = containerd_nodes.run_agent(script, containerd, {"Images": f"{ECR}/ml/secure:v1@{secure.digest}"},
                              hosts_dir=ecr_hosts, path_prefix=[bottlerocket["bin"]], tmp_dir=bottlerocket["tmp"],
                              node_settings=settings)  # fmt: skip
     # Then the image is pulled into the host's containerd, through sheltie, with the registry
@@ -519,7 +521,7 @@ HOSTILE = [
 ]
 
 
-def hostile_parameters(registry: node.Registry, pushed: dict[str, Pushed]) -> list[dict[str, str]]:
+def hostile_parameters(registry: servers.Registry, pushed: dict[str, Pushed]) -> list[dict[str, str]]:
     good = item(registry, pushed["small"])
     cases = []
     for value in HOSTILE:
@@ -540,7 +542,7 @@ def hostile_parameters(registry: node.Registry, pushed: dict[str, Pushed]) -> li
 def test_hostile_parameters_run_nothing_and_pull_nothing(script, containerd, registry, pushed, hosts_dir):
     CANARY.unlink(missing_ok=True)
     for parameters in hostile_parameters(registry, pushed):
-        outcome = node.run_agent(script, containerd, parameters, hosts_dir=hosts_dir)
+        outcome = containerd_nodes.run_agent(script, containerd, parameters, hosts_dir=hosts_dir)
         assert outcome.response_code == 2, (parameters, outcome.stderr)
         # The reason on stdout, where the audit reads it; the SSM agent's own line ends stderr
         assert fatal_reason(outcome.stdout).startswith("rejected: "), outcome.stdout
@@ -584,7 +586,7 @@ def test_ecr_credentials_can_come_from_the_kubelets_credential_provider(
         f'"$(cat {provider_dir / "secret"})"\n'
     )
     provider.chmod(0o755)
-    outcome = node.run_agent(script, containerd, {"Images": f"{ECR}/ml/secure:v1@{secure.digest}"},
+    outcome = containerd_nodes.run_agent(script, containerd, {"Images": f"{ECR}/ml/secure:v1@{secure.digest}"},
                              hosts_dir=ecr_hosts, path_prefix=[provider_dir])  # fmt: skip
     (line,) = results(outcome.stdout)
     assert outcome.response_code == 0 and line.outcome == "pulled", outcome.stderr
@@ -600,17 +602,17 @@ def test_at_the_execution_timeout_finished_images_are_reported_and_no_credential
     # Given a run that pulls an ECR image (its token goes into the work directory's hosts.toml)
     # and an image from a registry that stalls, with an execution timeout the second cannot meet
     private, secure = private_registry
-    bin_dir = node.fake_aws_cli(tmp_path / "bin", private.password)
+    bin_dir = containerd_nodes.fake_aws_cli(tmp_path / "bin", private.password)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     with FaultyProxy(registry.host, stall_blobs=120) as proxy:
-        node.hosts_entry(ecr_hosts, registry.host, proxy.host)
+        containerd_nodes.hosts_entry(ecr_hosts, registry.host, proxy.host)
         parameters = {
             "Images": f"{ECR}/ml/secure:v1@{secure.digest},{item(registry, pushed['other'])}",
             "Parallelism": "2",
         }
         # When the SSM agent stops it: SIGKILL to its whole process group, no trap runs
-        outcome = node.run_agent(script, containerd, parameters, hosts_dir=ecr_hosts, path_prefix=[bin_dir],
+        outcome = containerd_nodes.run_agent(script, containerd, parameters, hosts_dir=ecr_hosts, path_prefix=[bin_dir],
                                  execution_timeout=15, tmp_dir=tmp)  # fmt: skip
     assert (outcome.status, outcome.details, outcome.response_code) == ("TimedOut", "Execution Timed Out", 137)
     # Then the image that finished before the kill has its line
@@ -634,7 +636,7 @@ def test_a_run_first_removes_what_a_run_that_is_gone_left(script, containerd, re
     live = tmp / f"prefetch.{os.getpid()}.Ef56Gh78"
     live.mkdir()
     # When the agent runs
-    outcome = node.run_agent(script, containerd, {"Images": item(registry, pushed["small"])}, hosts_dir=hosts_dir,
+    outcome = containerd_nodes.run_agent(script, containerd, {"Images": item(registry, pushed["small"])}, hosts_dir=hosts_dir,
                              tmp_dir=tmp)  # fmt: skip
     assert outcome.response_code == 0, outcome.stderr
     # Then the gone run's directory is removed, and the live one's is not

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from prefetcher.store import AuditTable
-from prefetcher_cli.local.fleet import NodeSpec, launch
-from prefetcher_cli.local.node import LocalNodes
-from prefetcher_cli.local.simulator import NodeSimulator, real_agent
 
+from devtools.local_stack.containerd_nodes import LocalNodes
+from devtools.local_stack.ec2_fleet import NodeSpec, launch
+from devtools.local_stack.node_simulator import NodeSimulator, real_agent
 from tests.helpers import load_event
 
 

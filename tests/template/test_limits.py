@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from prefetcher import commands, refs
-from prefetcher_cli.local.template import Stack, load, transformed
+
+from devtools.local_stack.template_resolver import Stack, load, transformed
 
 ENVIRONMENT_LIMIT = 4 * 1024  # Lambda: all keys and values of a function's environment
 INLINE_POLICIES_LIMIT = 10_240  # IAM: all inline policies of a role, whitespace not counted

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from prefetcher_cli.local.template import load
 
+from devtools.local_stack.template_resolver import load
 from tests.helpers import ROOT
 
 

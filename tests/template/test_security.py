@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from prefetcher import eks_tags
-from prefetcher_cli.local.template import load
 
+from devtools.local_stack.template_resolver import load
 from tests.helpers import ROOT
 
 SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
@@ -235,7 +235,7 @@ def test_every_send_command_to_instances_is_limited_to_target_cluster_nodes(temp
 
 
 def test_resource_star_only_for_apis_without_resource_level_permissions(template):
-    from prefetcher_cli.local import iam
+    from devtools.local_stack import iam
 
     # Given every statement of the template
     for logical_id, statement in statements(template):

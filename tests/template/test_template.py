@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from prefetcher_cli.local.template import load
 
+from devtools.local_stack.template_resolver import load
 from tests.helpers import ROOT
 
 SAM = Path(os.environ.get("SAM_CLI", ROOT / ".venv-sam" / "bin" / "sam"))
@@ -107,7 +107,7 @@ def test_outputs_name_everything_the_cli_and_tests_need():
 
 
 def test_the_deployed_agent_script_passes_shellcheck(tmp_path):
-    from prefetcher_cli.local.node import deployed_script
+    from devtools.local_stack.containerd_nodes import deployed_script
 
     if shutil.which("shellcheck") is None:
         pytest.fail("shellcheck is not installed (Debian package shellcheck; .ci/run installs it)")

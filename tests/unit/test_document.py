@@ -11,9 +11,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prefetcher import refs
-from prefetcher_cli.local import ssm_agent
-from prefetcher_cli.local.template import load
 
+from devtools.local_stack import ssm_agent
+from devtools.local_stack.template_resolver import load
 from tests.helpers import ROOT
 
 SCRIPT = (ROOT / "agent" / "prefetch.sh").read_text()

@@ -4,7 +4,8 @@ set; one tag target reaches every node of a cluster."""
 from __future__ import annotations
 
 from prefetcher.eks_tags import cluster_targets, membership
-from prefetcher_cli.local.fleet import NodeSpec, node_tags
+
+from devtools.local_stack.ec2_fleet import NodeSpec, node_tags
 
 
 def test_one_target_per_cluster_without_a_node_group_filter():

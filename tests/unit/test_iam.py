@@ -4,7 +4,8 @@ them, and refuses to guess where it does not know."""
 from __future__ import annotations
 
 import pytest
-from prefetcher_cli.local import iam
+
+from devtools.local_stack import iam
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
 TABLE = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/audit"

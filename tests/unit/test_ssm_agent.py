@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from prefetcher_cli.local import ssm_agent
+
+from devtools.local_stack import ssm_agent
 
 NOW = datetime(2026, 11, 29, 10, 15, tzinfo=UTC)
 

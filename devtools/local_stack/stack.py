@@ -1,6 +1,6 @@
-"""The local stack: start DynamoDB Local and moto, create what template.yaml declares, and run
-its functions with their event sources. Used by `make demo`, `prefetcher local ...` and the
-integration tests."""
+"""The deployed stack, locally: on the servers of servers.py (DynamoDB Local and moto), create what
+template.yaml declares and run its functions with their event sources. Used by `make demo`,
+`make invoke`, the integration tests and the benchmarks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import contextlib
 import json
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,57 +17,10 @@ import yaml
 from botocore.config import Config
 from prefetcher import clients
 
-from prefetcher_cli.local import fidelity, iam
-from prefetcher_cli.local.processes import DynamoDBLocal, MotoServer
-from prefetcher_cli.local.runtime import AsyncEventSource, LocalFunction, SqsEventSource
-from prefetcher_cli.local.template import Stack, load, samconfig_parameter_overrides, transformed
-
-REGION = "us-east-1"
-ACCOUNT = "123456789012"  # moto's default account
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
-
-
-@dataclass
-class Servers:
-    """DynamoDB Local and moto, started once and shared by any number of local stacks."""
-
-    dynamodb: DynamoDBLocal = field(default_factory=DynamoDBLocal)
-    moto: MotoServer = field(default_factory=MotoServer)
-
-    def start(self) -> Servers:
-        self.moto.start()
-        try:
-            self.dynamodb.start()
-        except BaseException:
-            self.moto.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        try:
-            self.dynamodb.stop()
-        finally:
-            self.moto.stop()
-
-    def environment(self) -> dict[str, str]:
-        """What points boto3 (and so every client of prefetcher.clients) at the local stack."""
-        return {
-            **CREDENTIALS,
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
-            "AWS_ENDPOINT_URL": self.moto.endpoint,
-            "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb.endpoint,
-        }
-
-    def reset_moto(self) -> None:
-        request = urllib.request.Request(f"{self.moto.endpoint}/moto-api/reset", method="POST")  # noqa: S310 - our own loopback server
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
-            pass
-        fidelity.reset()
+from devtools.local_stack import iam, moto_patches
+from devtools.local_stack.lambda_runtime import AsyncEventSource, LocalFunction, SqsEventSource
+from devtools.local_stack.servers import ACCOUNT, REGION, Servers
+from devtools.local_stack.template_resolver import Stack, load, samconfig_parameter_overrides, transformed
 
 
 @dataclass
@@ -133,7 +85,7 @@ class LocalStack:
                 statements=statements[logical_id],
                 region=REGION,
                 account=ACCOUNT,
-                tags=lambda instance_id: fidelity.instance_tags(ACCOUNT, REGION, instance_id),
+                tags=lambda instance_id: moto_patches.instance_tags(ACCOUNT, REGION, instance_id),
             )
 
     def _remember(self, logical_id: str, ref: str, arn: str) -> None:
@@ -199,7 +151,7 @@ class LocalStack:
                     DocumentFormat="YAML",
                     TargetType=properties.get("TargetType", "/"),
                 )
-            fidelity.register_document(name, content)
+            moto_patches.register_document(name, content)
             self._remember(logical_id, name, f"arn:aws:ssm:{REGION}:{ACCOUNT}:document/{name}")
 
     def _create_functions(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]  # the repository: devtools/local_stack/ is in it
 TEMPLATE = ROOT / "template.yaml"
 SAMCONFIG = ROOT / "samconfig.toml"
 SAM_TRANSFORM = ROOT / "scripts" / "sam_transform.py"
@@ -99,6 +99,12 @@ def parse_overrides(raw: str | list[str]) -> dict[str, str]:
 
 
 _NO_VALUE = object()  # what `Ref: AWS::NoValue` resolves to: the value is left out
+RESOLVED = ("Ref", "Fn::GetAtt", "Fn::Sub", "Fn::Join", "Fn::Split", "Fn::If")
+
+
+class UnsupportedIntrinsicError(ValueError):
+    """The template uses an intrinsic function the local stack does not resolve: it says so
+    rather than hand a function the function's text as a value."""
 
 
 @dataclass
@@ -163,7 +169,8 @@ class Stack:
 
     def resolve(self, value: Any) -> Any:
         """Resolve Ref, Fn::GetAtt (Arn), Fn::Sub, Fn::Join, Fn::Split and Fn::If (with the
-        template's Conditions); `Ref: AWS::NoValue` removes the value."""
+        template's Conditions); `Ref: AWS::NoValue` removes the value. Any other intrinsic
+        function (Fn::Select, Fn::FindInMap, ...) raises UnsupportedIntrinsicError."""
         if isinstance(value, list):
             return [item for item in (self.resolve(item) for item in value) if item is not _NO_VALUE]
         if not isinstance(value, dict):
@@ -191,6 +198,11 @@ class Stack:
             if key == "Fn::Join":
                 separator, items = arg
                 return separator.join(str(item) for item in self.resolve(items))
+            if key.startswith("Fn::"):
+                raise UnsupportedIntrinsicError(
+                    f"the local stack cannot resolve the intrinsic function {key} "
+                    f"(it resolves {', '.join(RESOLVED)}); teach template_resolver.Stack.resolve it"
+                )
         resolved = {key: self.resolve(item) for key, item in value.items()}
         return {key: item for key, item in resolved.items() if item is not _NO_VALUE}
 

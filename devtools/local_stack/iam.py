@@ -323,7 +323,7 @@ def _ssm(operation: str, params: dict[str, Any], region: str, account: str, tags
         document = arn_of("ssm", "document", region, account, DocumentName=name)
     found = [Requested("ssm:SendCommand", document)]
     # By InstanceIds, SendCommand is authorised on every instance at call time; by tag Targets,
-    # on each instance when SSM resolves the targets (fidelity.py answers those per invocation).
+    # on each instance when SSM resolves the targets (moto_patches.py answers those per invocation).
     for instance_id in params.get("InstanceIds", []):
         found.append(
             Requested(

@@ -5,27 +5,32 @@ one cluster that is not targeted) runs in moto's EC2; the ECR push event from ev
 through the template's EventBridge rule to ImagePushFunction; the node simulator answers the SSM
 command as each node's agent would and emits the status events, which go through the audit rule
 and queue to SsmAuditFunction; finally `prefetcher status` and `prefetcher coverage` read the
-audit table in DynamoDB Local. Everything started here is stopped at the end, also on Ctrl-C."""
+audit table in DynamoDB Local (printed with the CLI's own query and formatting modules, as the
+commands print them). Everything started here is stopped at the end, also on Ctrl-C."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from prefetcher import clients
+from prefetcher.errors import PrefetcherError
+from prefetcher.store import AuditTable
 from prefetcher.timestamps import event_time
+from prefetcher_cli import render, views
 
-from prefetcher_cli import main as cli
-from prefetcher_cli.local import fidelity, iam
-from prefetcher_cli.local.fleet import DEMO_FLEET, NodeSpec, launch
-from prefetcher_cli.local.simulator import AgentRunner, NodeSimulator, real_agent, simulated_agent
-from prefetcher_cli.local.stack import LocalStack, Servers
-from prefetcher_cli.local.template import ROOT
+from devtools.local_stack import iam, moto_patches
+from devtools.local_stack.ec2_fleet import DEMO_FLEET, NodeSpec, launch
+from devtools.local_stack.node_simulator import AgentRunner, NodeSimulator, real_agent, simulated_agent
+from devtools.local_stack.servers import Servers
+from devtools.local_stack.stack import LocalStack
+from devtools.local_stack.template_resolver import ROOT
 
 PUSH_EVENT = ROOT / "events" / "ecr-push-tagged.json"
 JOIN_EVENT = ROOT / "events" / "ec2-running.json"
@@ -45,14 +50,14 @@ def real_nodes_or_reason(real_pulls: str) -> tuple[Any, str]:
     """LocalNodes when real pulls are asked for (or possible, for "auto"), else why not."""
     if real_pulls == "no":
         return None, "asked for simulated pulls"
-    from prefetcher_cli.local import node
+    from devtools.local_stack import containerd_nodes
 
-    problem = node.unavailable()
+    problem = containerd_nodes.unavailable()
     if problem:
         if real_pulls == "yes":
             raise SystemExit(f"prefetcher: real pulls are not possible here: {problem}")
         return None, problem
-    return node.LocalNodes(Path(tempfile.mkdtemp(prefix="prefetch-demo-"))).start(), ""
+    return containerd_nodes.LocalNodes(Path(tempfile.mkdtemp(prefix="prefetch-demo-"))).start(), ""
 
 
 def launch_fleet(stack: LocalStack) -> None:
@@ -80,7 +85,7 @@ def prepare_agents(nodes: Any, why_not: str, event: dict[str, Any]) -> AgentRunn
 def join_a_node(stack: LocalStack, simulator: NodeSimulator) -> str:
     """A node joins ml-prod after the push; its SSM agent registers a few seconds after it starts."""
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "karpenter", "gpu"))
-    fidelity.set_agent_registered(instance, False)
+    moto_patches.set_agent_registered(instance, False)
     say(f"node {instance} joins ml-prod (Karpenter, node pool gpu); its SSM agent is not registered yet")
     event = json.loads(JOIN_EVENT.read_text())
     event["detail"]["instance-id"] = instance
@@ -90,12 +95,26 @@ def join_a_node(stack: LocalStack, simulator: NodeSimulator) -> str:
 
     def agent_registers_after_a_while() -> int:
         if time.monotonic() - started > 5:
-            fidelity.set_agent_registered(instance, True)
+            moto_patches.set_agent_registered(instance, True)
         return simulator.step()
 
     stack.run_sources(timeout=120, between=agent_registers_after_a_while)
     print("    the node-join function retried until the agent registered, then sent every current image")
     return instance
+
+
+def show(table: str, command: str, argument: str | None = None) -> None:
+    """What `prefetcher <command> [argument] --table <table>` prints (an error as its one line)."""
+    audit = AuditTable(table)
+    try:
+        if command == "status":
+            print(render.status(views.status(audit, str(argument))))
+        elif command == "node":
+            print(render.node(views.node(audit, str(argument))))
+        else:
+            print(render.coverage(views.coverage(audit, argument)))
+    except PrefetcherError as error:
+        print(f"prefetcher: {error}", file=sys.stderr)
 
 
 def report_iam() -> None:
@@ -153,13 +172,13 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
             print(f"    {len(simulator.handled)} node(s) ran the agent")
 
             say(f"prefetcher status {image}")
-            cli.main(["status", image, "--table", table])
+            show(table, "status", image)
 
             joined = join_a_node(stack, simulator)
             say(f"prefetcher node {joined}")
-            cli.main(["node", joined, "--table", table])
+            show(table, "node", joined)
             say("prefetcher coverage")
-            cli.main(["coverage", "--table", table])
+            show(table, "coverage")
             report_iam()
         return 0
     finally:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from prefetcher_cli.local import iam
-from prefetcher_cli.local.template import ROOT, Stack
+from devtools.local_stack import iam
+from devtools.local_stack.template_resolver import ROOT, Stack
 
 
 class FunctionTimedOut(Exception):

@@ -1,5 +1,5 @@
 """The node simulator: plays the SSM agents of the simulated fleet. It picks up each invocation
-of our document that moto holds as Pending and that the rollout lets start (fidelity.py: the
+of our document that moto holds as Pending and that the rollout lets start (moto_patches.py: the
 service's side), checks the parameters as the agent does and runs the step (really, against
 containerd, where a runner for that is given; otherwise it answers as a successful agent would),
 applies the agent's output rules (ssm_agent.py), records the outcome where GetCommandInvocation
@@ -17,8 +17,8 @@ from typing import Any
 from prefetcher.refs import ImageRef
 from prefetcher.timestamps import iso
 
-from prefetcher_cli.local import fidelity, ssm_agent
-from prefetcher_cli.local.ssm_agent import Report
+from devtools.local_stack import moto_patches, ssm_agent
+from devtools.local_stack.ssm_agent import Report
 
 AgentRunner = Callable[[str, dict[str, str]], Report]
 
@@ -97,7 +97,7 @@ class NodeSimulator:
         }
 
     def _emit_service_changes(self) -> int:
-        changes = [c for c in fidelity.service_changes() if c.document_name == self.document_name]
+        changes = [c for c in moto_patches.service_changes() if c.document_name == self.document_name]
         for change in changes:
             self.put_events(
                 self._event(change.command_id, change.instance_id, change.document_name, change.requested_at,
@@ -109,15 +109,15 @@ class NodeSimulator:
     def step(self) -> int:
         """Run every pending invocation of our document once; returns how many ran or ended."""
         count = self._emit_service_changes()
-        declared = fidelity.document_parameters(self.document_name)
-        for invocation in list(fidelity.pending(self.account, self.region)):
+        declared = moto_patches.document_parameters(self.document_name)
+        for invocation in list(moto_patches.pending(self.account, self.region)):
             if invocation.document_name != self.document_name:
                 continue
             key = (self.account, self.region, invocation.command_id, invocation.instance_id)
-            if not fidelity.start(*key):
+            if not moto_patches.start(*key):
                 continue  # the service ended it (its event goes out below)
             started = datetime.now(UTC)
-            fidelity.set_invocation(*key, status="InProgress", started_at=started)
+            moto_patches.set_invocation(*key, status="InProgress", started_at=started)
             event = self._event(invocation.command_id, invocation.instance_id, invocation.document_name,
                                 invocation.requested_at, "Pending")  # fmt: skip
             if self.emit_pending:
@@ -129,7 +129,7 @@ class NodeSimulator:
                 report = ssm_agent.refused(error)
             else:
                 report = self.runner(invocation.instance_id, parameters)
-            fidelity.set_invocation(
+            moto_patches.set_invocation(
                 *key,
                 status=report.status,
                 details=report.details,
@@ -139,7 +139,7 @@ class NodeSimulator:
                 started_at=report.started_at,
                 finished_at=report.finished_at,
             )
-            fidelity.finish(*key, status=report.status, details=report.details, seconds=report.seconds)
+            moto_patches.finish(*key, status=report.status, details=report.details, seconds=report.seconds)
             self.put_events({**event, "detail": {**event["detail"], "status": report.status}})
             self.handled.append((invocation.command_id, invocation.instance_id, report.status))
             count += 1

@@ -196,7 +196,7 @@ def instance_tags(account: str, region: str, instance_id: str) -> dict[str, str]
 
 def _authorised_on(command: Any, instance_id: str) -> bool:
     """With tag Targets, SSM authorises the caller on each instance it resolves."""
-    from prefetcher_cli.local import iam
+    from devtools.local_stack import iam
 
     principal = iam.current()
     if principal is None:

@@ -1,5 +1,6 @@
 """A real node, locally: containerd (with its own root, state and socket), the distribution
-registry, and the node agent run exactly as the SSM document deploys it. Used by the node tests,
+registry standing in for ECR (servers.Registry), and the node agent run exactly as the SSM
+document deploys it. Used by the node tests,
 the benchmarks and `make demo` (when it runs as root with Debian's containerd, docker-registry
 and skopeo installed)."""
 
@@ -13,10 +14,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefetcher_cli.local import ssm_agent
-from prefetcher_cli.local.processes import LocalStackError, free_port, wait_for_port
-from prefetcher_cli.local.ssm_agent import Report
-from prefetcher_cli.local.template import load
+from devtools.local_stack import ssm_agent
+from devtools.local_stack.servers import LocalStackError, Registry, stop_process
+from devtools.local_stack.ssm_agent import Report
+from devtools.local_stack.template_resolver import load
 
 NODE_TOOLS = ("containerd", "ctr", "docker-registry", "skopeo")
 
@@ -91,59 +92,7 @@ class Containerd:
         return found
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
-        self.process = None
-
-
-@dataclass
-class Registry:
-    """The distribution registry (`docker-registry`), plain HTTP on loopback, optionally with
-    htpasswd basic auth (user AWS, like an ECR login)."""
-
-    base: Path
-    password: str = ""
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> Registry:
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port()
-        auth = ""
-        if self.password:
-            import bcrypt
-
-            hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=4)).decode()
-            (self.base / "htpasswd").write_text(f"AWS:{hashed}\n")
-            auth = f"auth:\n  htpasswd:\n    realm: local\n    path: {self.base / 'htpasswd'}\n"
-        config = self.base / "config.yml"
-        config.write_text(
-            "version: 0.1\nlog:\n  level: warn\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {self.base / 'data'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n" + auth
-        )
-        log = (self.base / "registry.log").open("w")
-        self.process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
-        wait_for_port(self.port, 30, self.process)
-        return self
-
-    @property
-    def credentials(self) -> str | None:
-        return f"AWS:{self.password}" if self.password else None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=15)
+        stop_process(self.process)
         self.process = None
 
 
@@ -228,12 +177,12 @@ class LocalNodes:
 
     def push(self, repository: str, files: dict[str, bytes], tag: str) -> str:
         """Build an image and push it as <ECR registry>/<repository>:<tag>; returns its digest."""
-        from prefetcher_cli.local import images
+        from devtools.local_stack import oci_images
 
         assert self.registry is not None
         layout = self.base / "layouts" / repository.replace("/", "_")
-        built = images.build(layout, files)
-        images.push(layout, f"{self.registry.host}/{repository}:{tag}", credentials=self.registry.credentials)
+        built = oci_images.build(layout, files)
+        oci_images.push(layout, f"{self.registry.host}/{repository}:{tag}", credentials=self.registry.credentials)
         return built.digest
 
     def containerd(self, instance_id: str) -> Containerd:
