@@ -76,7 +76,7 @@ lint: install ## ruff, mypy, import-linter (the layering), shellcheck, cfn-lint,
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/lint-imports
+	PYTHONPATH=layers/prefetcher:cli:. $(BIN)/lint-imports --no-cache
 	shellcheck agent/prefetch.sh
 	$(BIN)/python scripts/render_document.py --check
 	$(BIN)/cfn-lint template.yaml
