@@ -23,6 +23,8 @@ from devtools.local_stack.template_resolver import load
 from tests.node.conftest import results
 from tests.node.proxy import FaultyProxy
 
+pytestmark = pytest.mark.node  # a real containerd and registry (needs root)
+
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 
 

@@ -17,6 +17,8 @@ from devtools.local_stack.ec2_fleet import NodeSpec, launch
 from devtools.local_stack.node_simulator import NodeSimulator, real_agent
 from tests.helpers import load_event
 
+pytestmark = pytest.mark.node  # a real containerd and registry (needs root)
+
 
 # Every node runs, whatever fails (with the default 10%, SSM stops a 2-node rollout at its first
 # failure and the other node ends Terminated; this test is about what each node reports).
