@@ -67,7 +67,7 @@ def plan_status(
         logger.info("status ignored", extra={"reason": reason, "event_id": event.id})
         return Planned(event=event, updates=[], ignored=reason)
 
-    command = table.get_command(detail.command_id)
+    command = table.commands.get(detail.command_id)
     if command is None:
         raise CommandNotFoundError(
             f"command {detail.command_id} is not recorded (yet): the status event is early or the "
@@ -116,7 +116,7 @@ def send_again(planned: Planned, images: list[ImageRef], settings: AuditSettings
         state = NodeState.UNDELIVERABLE if isinstance(error, NodeNotReachableError) else NodeState.FAILED
         now = datetime.now(UTC)
         for image in images:
-            table.apply(
+            table.node_images.apply(
                 NodeImageUpdate(
                     image=image, instance_id=instance_id, cluster=command.cluster,
                     command_id=f"again-{command.command_id}", requested_at=now, state=state, observed_at=now,
@@ -140,7 +140,7 @@ def finish(planned: Planned, written: list[bool], table: AuditTable, settings: A
     sent_again = send_again(planned, unreported, settings, table) if unreported else []
     if planned.command and planned.command.kind == "join" and updates and all(u.state.holds_image for u in updates):
         finished = max(u.finished_at or u.observed_at for u in updates)
-        if table.node_warm(planned.cluster, detail.instance_id, finished):
+        if table.nodes.warm(planned.cluster, detail.instance_id, finished):
             logger.info("node warm", extra={"instance_id": detail.instance_id, "cluster": planned.cluster})
     logger.debug(
         "status recorded",
@@ -163,7 +163,7 @@ def handle_status(
 ) -> AuditResult:
     """One status event, written at once (conditional UpdateItem per image)."""
     planned = plan_status(event, settings, table, get_invocation)
-    return finish(planned, [table.apply(u) for u in planned.updates], table, settings)
+    return finish(planned, [table.node_images.apply(u) for u in planned.updates], table, settings)
 
 
 @dataclass
@@ -220,7 +220,7 @@ def handle_batch(
             for message_id, _ in group:
                 outcome.errors[message_id] = failure
     try:
-        written = table.apply_many([u for _, p in ready for u in p.updates])
+        written = table.node_images.apply_many([u for _, p in ready for u in p.updates])
     except Exception as error:  # noqa: BLE001 - every message with a write is retried
         for group, p in ready:
             for message_id, _ in group:

@@ -2,7 +2,7 @@
 
 Pure: no AWS calls. The audit function uses it to turn a status event (plus, for a finished
 invocation, what GetCommandInvocation returned) into one update per image; the conditional write
-in store.py enforces the same ordering in DynamoDB.
+in store/node_images.py enforces the same ordering in DynamoDB.
 """
 
 from __future__ import annotations

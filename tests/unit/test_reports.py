@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from prefetcher_cli.views import UsageError, parse_duration, parse_image
+from prefetcher_cli.reports import UsageError, parse_duration, parse_image
 
 DIGEST = "sha256:" + "4d2b5b8e1b7f0a0c9e4b3f6a1d2c8e7f5a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d"
 
