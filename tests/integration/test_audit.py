@@ -76,8 +76,8 @@ def result_line(outcome, error="", size=0, seconds=1.0):
 
 
 def record(table, instance):
-    _, nodes = table.image("ml/trainer", PUSH["detail"]["image-digest"])
-    (found,) = [n for n in nodes if n["instance_id"] == instance]
+    _, nodes = table.queries.image("ml/trainer", PUSH["detail"]["image-digest"])
+    (found,) = [n for n in nodes if n.instance_id == instance]
     return found
 
 
@@ -96,13 +96,13 @@ def test_a_successful_pull_is_recorded_with_bytes_and_seconds(stack, sent):
     )
     stack.run_sources()
     node = record(table, instance)
-    assert (node["state"], int(node["bytes"]), float(node["seconds"]), node["holds"]) == (
+    assert (node.state, int(node.bytes), float(node.seconds), node.holds) == (
         "cached",
         1_287_651_328,
         41.5,
         True,
     )
-    assert node["cluster"] == "ml-prod" and node["command_id"] == command.command_id
+    assert node.cluster == "ml-prod" and node.command_id == command.command_id
 
 
 def test_success_then_a_late_in_progress_stays_success(stack, sent):
@@ -115,7 +115,7 @@ def test_success_then_a_late_in_progress_stays_success(stack, sent):
         status_event(stack, command, instance, "Pending"),
     )
     stack.run_sources()
-    assert record(table, instance)["state"] == "present"
+    assert record(table, instance).state == "present"
 
 
 def test_a_disk_skip_and_its_reason_reach_the_table(stack, sent):
@@ -125,8 +125,8 @@ def test_a_disk_skip_and_its_reason_reach_the_table(stack, sent):
     stack.put_events(status_event(stack, command, instance, "Success"))
     stack.run_sources()
     node = record(table, instance)
-    assert (node["state"], node["reason"], node["holds"]) == ("skipped-disk", reason, False)
-    assert [f["instance_id"] for f in table.failures(datetime(2026, 1, 1, tzinfo=UTC))] == [instance]
+    assert (node.state, node.reason, node.holds) == ("skipped-disk", reason, False)
+    assert [f.instance_id for f in table.queries.failures(datetime(2026, 1, 1, tzinfo=UTC))] == [instance]
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,7 @@ def test_invocations_that_never_printed_results(stack, sent, status, details, st
     stack.put_events(status_event(stack, command, instance, status))
     stack.run_sources()
     node = record(table, instance)
-    assert node["state"] == state and reason in node["reason"]
+    assert node.state == state and reason in node.reason
 
 
 def test_a_failed_invocation_gets_its_reason_from_stderr(stack, sent):
@@ -152,7 +152,7 @@ def test_a_failed_invocation_gets_its_reason_from_stderr(stack, sent):
     finish(command, instance, "Failed", "Failed", stderr="prefetch: neither ctr nor apiclient found\n", code=3)
     stack.put_events(status_event(stack, command, instance, "Failed"))
     stack.run_sources()
-    assert record(table, instance)["reason"] == "agent exited with code 3: prefetch: neither ctr nor apiclient found"
+    assert record(table, instance).reason == "agent exited with code 3: prefetch: neither ctr nor apiclient found"
 
 
 def test_a_status_event_for_an_unknown_command_is_retried_then_dead_lettered(stack, sent):
@@ -180,7 +180,7 @@ def test_a_malformed_body_goes_straight_to_the_dead_letter_queue_without_failing
     )
     stack.put_events(status_event(stack, command, instance, "Success"))
     stack.run_sources()
-    assert record(table, instance)["state"] == "cached"
+    assert record(table, instance).state == "cached"
     messages = sqs.receive_message(QueueUrl=stack.queues["AuditDLQ"], MessageAttributeNames=["All"])["Messages"]
     assert len(messages) == 1
     assert "does not match the documented shape" in messages[0]["MessageAttributes"]["ErrorMessage"]["StringValue"]
@@ -221,7 +221,7 @@ def test_a_batch_writes_once_per_invocation_and_fails_only_the_messages_of_one_t
     assert result == {"batchItemFailures": [{"itemIdentifier": "m4"}]}
     assert counter.count("dynamodb.UpdateItem") == 1
     assert counter.count("ssm.GetCommandInvocation") == 1
-    assert record(table, instance)["state"] == "cached"
+    assert record(table, instance).state == "cached"
 
 
 # ---- an image the node did not report ----------------------------------------------------------
@@ -247,14 +247,14 @@ def test_an_image_the_node_did_not_report_is_unknown_then_sent_again_and_recorde
     simulator.step()
     stack.run_sources()
     first = record(table, instance)
-    assert (first["state"], first.get("holds", False)) == ("unknown", False)
-    assert "no result line" in first["reason"]
+    assert (first.state, first.holds or False) == ("unknown", False)
+    assert "no result line" in first.reason
     # Then the audit function sent that image to that node again, once, and its report is recorded
     again = [c for c in moto_commands() if c.instance_ids == [instance] and not c.targets]
     assert len(again) == 1 and again[0].parameters["Images"] == command.parameters["Images"]
     stack.run_sources(between=simulator.step)
     final = record(table, instance)
-    assert (final["state"], final["command_id"]) == ("cached", again[0].command_id)
+    assert (final.state, final.command_id) == ("cached", again[0].command_id)
     assert len([c for c in moto_commands() if c.instance_ids == [instance]]) == 2
 
 
@@ -263,7 +263,7 @@ def test_an_image_never_reported_is_failed_after_three_commands(stack, sent):
     simulator = NodeSimulator(stack.put_events, ACCOUNT, REGION, stack.output("PrefetchDocument"), agent_reporting(99))
     stack.run_sources(between=simulator.step)
     node = record(table, instance)
-    assert node["state"] == "failed" and "sent again" in node["reason"]
+    assert node.state == "failed" and "sent again" in node.reason
     assert len([c for c in moto_commands() if instance in c.instance_ids]) == 3
 
 
@@ -294,5 +294,5 @@ def test_a_full_batch_at_the_design_latency_ends_within_the_functions_timeout(st
         print(f"audit batch of {size} at {DESIGN_LATENCY * SCALE} s a call: {time.monotonic() - started:.2f} s")
     # Then the invocation ends within its Timeout and every node's record is written
     assert result == {"batchItemFailures": []}
-    _, written = AuditTable(stack.output("AuditTable")).image("ml/trainer", PUSH["detail"]["image-digest"])
-    assert sorted(r["state"] for r in written) == ["cached"] * size
+    _, written = AuditTable(stack.output("AuditTable")).queries.image("ml/trainer", PUSH["detail"]["image-digest"])
+    assert sorted(r.state for r in written) == ["cached"] * size

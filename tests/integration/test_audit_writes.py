@@ -1,4 +1,4 @@
-"""AuditTable.apply_many, the audit path's batched writes, against DynamoDB Local: per record it
+"""AuditTable.node_images.apply_many, the audit path's batched writes, against DynamoDB Local: per record it
 must decide exactly as one conditional UpdateItem (`apply`) would, in fewer requests."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from prefetcher import clients
 from prefetcher.refs import ImageRef
 from prefetcher.states import NodeImageUpdate, NodeState
-from prefetcher.store import AuditTable, image_pk
+from prefetcher.store import AuditTable, keys
 
 from tests.helpers import CallCounter
 
@@ -32,8 +32,8 @@ def update(node: int, state: NodeState, command: str = OLD_COMMAND, requested: d
 
 
 def states(table: AuditTable) -> dict[str, str]:
-    _, nodes = table.image(IMAGE.repository, IMAGE.digest)
-    return {n["instance_id"]: n["state"] for n in nodes}
+    _, nodes = table.queries.image(IMAGE.repository, IMAGE.digest)
+    return {n.instance_id: n.state for n in nodes}
 
 
 def test_batched_writes_decide_per_record_as_single_conditional_writes_do(stack):
@@ -43,7 +43,7 @@ def test_batched_writes_decide_per_record_as_single_conditional_writes_do(stack)
     # Within one call, two updates of one record: only the newer is written.
     first += [update(0, NodeState.REQUESTED), update(1, NodeState.CACHED)]
     with CallCounter() as counter:
-        written = table.apply_many(first)
+        written = table.node_images.apply_many(first)
     assert written == [True] + [False] + [True] * 38 + [False, True]
     # In progress: inserted at once; Success of a record not yet there: an update, then an insert.
     assert counter.count("dynamodb.BatchExecuteStatement") == 3
@@ -57,7 +57,7 @@ def test_batched_writes_decide_per_record_as_single_conditional_writes_do(stack)
     ddb = clients.client("dynamodb")
     ddb.put_item(
         TableName=table.table_name,
-        Item={"pk": {"S": image_pk(IMAGE.repository, IMAGE.digest)}, "sk": {"S": "NODE#i-000000000000000ff"},
+        Item={"pk": {"S": keys.image_pk(IMAGE.repository, IMAGE.digest)}, "sk": {"S": "NODE#i-000000000000000ff"},
               "instance_id": {"S": "i-000000000000000ff"}, "state": {"S": "requested"}},
     )  # fmt: skip
     second = [update(n, NodeState.CACHED) for n in range(2, 12)]  # forward: written
@@ -68,7 +68,7 @@ def test_batched_writes_decide_per_record_as_single_conditional_writes_do(stack)
     second += [update(0xFF, NodeState.FAILED)]  # the record without a version
     second += [update(n, NodeState.REQUESTED, NEW_COMMAND, older) for n in range(25, 27)]  # an older one
     with CallCounter() as counter:
-        written = table.apply_many(second)
+        written = table.node_images.apply_many(second)
     assert written == [True] * 10 + [False] + [False] * 8 + [True] * 5 + [True] + [False] * 2
     # Ends as updates; requested and in progress as inserts, which meet records, then as updates.
     assert counter.count("dynamodb.BatchExecuteStatement") == 3

@@ -157,7 +157,7 @@ def test_any_order_and_duplication_of_status_events_ends_in_the_terminal_state(s
             }
         from prefetcher.store import AuditTable
 
-        _, records = AuditTable(table).image("ml/trainer", PUSH["detail"]["image-digest"])
-        assert {r["instance_id"]: r["state"] for r in records}[instance] == expected
+        _, records = AuditTable(table).queries.image("ml/trainer", PUSH["detail"]["image-digest"])
+        assert {r.instance_id: r.state for r in records}[instance] == expected
 
     check()

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 from prefetcher.errors import TransientError
 from prefetcher.store import AuditTable
+from prefetcher.store.catalog import Catalog
 from prefetcher_cli.local import fidelity, iam
 from prefetcher_cli.local.fleet import NodeSpec, launch
 from prefetcher_cli.local.runtime import sqs_event
@@ -95,10 +96,10 @@ def test_a_node_whose_agent_registers_late_is_retried_then_warmed(join_stack, mo
     stack.run_sources(timeout=60, between=between)
     # Then the first tries were refused and retried, and once reachable it got the cluster's images
     assert refused["n"] == 2
-    node, images = table.node(instance)
-    assert node["node_state"] == "warm" and node["cluster"] == "ml-prod" and node["node_group"] == "gpu"
-    assert [(i["digest"], i["state"]) for i in images] == [(DIGEST, "cached")]
-    assert node["warm_at"] >= node["joined_at"] and float(node["warm_seconds"]) > 0
+    node, images = table.queries.node(instance)
+    assert node.node_state == "warm" and node.cluster == "ml-prod" and node.node_group == "gpu"
+    assert [(i.digest, i.state) for i in images] == [(DIGEST, "cached")]
+    assert node.warm_at >= node.joined_at and float(node.warm_seconds) > 0
     joins = [c for c in moto_commands() if c.instance_ids == [instance]]
     assert len(joins) == 1 and joins[0].parameters["Images"][0].endswith(f"ml/trainer:v1.4.0@{DIGEST}")
 
@@ -112,10 +113,10 @@ def test_past_the_bound_the_event_is_dead_lettered_and_the_node_recorded_undeliv
     fidelity.set_agent_registered(instance, False)  # never registers
     stack.put_events(state_event(instance, "running"))
     stack.run_sources(timeout=60)
-    node, images = table.node(instance)
-    assert node["node_state"] == "undeliverable"
-    assert "did not register within 3 tries" in node["reason"]
-    assert [(i["state"], "did not register" in i["reason"]) for i in images] == [("undeliverable", True)]
+    node, images = table.queries.node(instance)
+    assert node.node_state == "undeliverable"
+    assert "did not register within 3 tries" in node.reason
+    assert [(i.state, "did not register" in i.reason) for i in images] == [("undeliverable", True)]
     messages = stack.client("sqs").receive_message(QueueUrl=stack.queues["NodeJoinDLQ"], MessageAttributeNames=["All"])[
         "Messages"
     ]
@@ -141,8 +142,8 @@ def test_a_terminated_node_leaves_coverage(join_stack, capsys):
     (cluster,) = json.loads(capsys.readouterr().out)["clusters"]
     assert cluster["nodes"] == 1
     assert [(i["holding"], i["nodes"]) for i in cluster["images"]] == [(1, 1)]
-    node, _ = AuditTable(stack.output("AuditTable")).node(instances[0])
-    assert node["node_state"] == "left" and node["left_at"].startswith("2099-01-01")
+    node, _ = AuditTable(stack.output("AuditTable")).queries.node(instances[0])
+    assert node.node_state == "left" and node.left_at.startswith("2099-01-01")
 
 
 def test_nodes_of_other_clusters_and_plain_instances_are_ignored(join_stack):
@@ -195,8 +196,8 @@ def test_a_push_while_the_node_is_still_joining_reaches_it_with_the_newest_diges
     assert all(instance not in c.instance_ids for c in moto_commands())
     fidelity.set_agent_registered(instance, True)
     stack.run_sources(timeout=60, between=simulator(stack).step)
-    _, images = table.node(instance)
-    assert {i["digest"]: i["state"] for i in images} == {NEWER: "cached"}
+    _, images = table.queries.node(instance)
+    assert {i.digest: i.state for i in images} == {NEWER: "cached"}
 
 
 def test_a_node_joining_while_a_push_is_in_flight_ends_with_the_newest_digest(join_stack, monkeypatch):
@@ -205,10 +206,10 @@ def test_a_node_joining_while_a_push_is_in_flight_ends_with_the_newest_digest(jo
     pushed(stack)
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
     fidelity.set_agent_registered(instance, False)
-    original = AuditTable.current_images
+    original = Catalog.current_images
     calls = {"n": 0}
 
-    def racing(self: AuditTable, cluster: str):
+    def racing(self: Catalog, cluster: str):
         found = original(self, cluster)
         calls["n"] += 1
         if calls["n"] == 1:
@@ -218,11 +219,11 @@ def test_a_node_joining_while_a_push_is_in_flight_ends_with_the_newest_digest(jo
             fidelity.set_agent_registered(instance, True)
         return found
 
-    monkeypatch.setattr(AuditTable, "current_images", racing)
+    monkeypatch.setattr(Catalog, "current_images", racing)
     stack.put_events(state_event(instance, "running"))
     stack.run_sources(timeout=60, between=simulator(stack).step)
-    _, images = table.node(instance)
-    states = {i["digest"]: i["state"] for i in images}
+    _, images = table.queries.node(instance)
+    states = {i.digest: i.state for i in images}
     assert states[NEWER] == "cached"
     assert all(instance not in c.instance_ids for c in moto_commands() if c.targets)
 
@@ -306,8 +307,8 @@ def test_an_event_failing_on_its_last_receive_is_recorded_and_kept_with_its_reas
     # Then it does not go to the dead-letter queue by the redrive policy with no word of why: the
     # node is recorded with the reason, and the event is kept in NodeJoinDLQ with it
     assert result == {"batchItemFailures": []}
-    node, _ = table.node(instance)
-    assert node["node_state"] == "failed" and "Rate exceeded" in node["reason"]
+    node, _ = table.queries.node(instance)
+    assert node.node_state == "failed" and "Rate exceeded" in node.reason
     (kept,) = stack.client("sqs").receive_message(QueueUrl=stack.queues["NodeJoinDLQ"], MessageAttributeNames=["All"])[
         "Messages"
     ]
@@ -330,10 +331,10 @@ def test_a_node_the_policy_does_not_allow_is_recorded_failed_at_once_and_warmed_
         stack.put_events(state_event(instance, "running"))
         stack.run_sources(timeout=60)
     # Then it is recorded failed at once (one try), with the tag it lacks
-    node, images = table.node(instance)
-    assert node["node_state"] == "failed"
-    assert "eks:cluster-name=ml-prod" in node["reason"] and "has neither tag" in node["reason"]
-    assert [(i["state"], "eks:cluster-name=ml-prod" in i["reason"]) for i in images] == [("failed", True)]
+    node, images = table.queries.node(instance)
+    assert node.node_state == "failed"
+    assert "eks:cluster-name=ml-prod" in node.reason and "has neither tag" in node.reason
+    assert [(i.state, "eks:cluster-name=ml-prod" in i.reason) for i in images] == [("failed", True)]
     assert [c for c in moto_commands() if instance in c.instance_ids] == []
     assert stack.queue_depth("NodeJoinQueue") == 0
     assert stack.queue_depth("NodeJoinDLQ") == 1
@@ -343,9 +344,9 @@ def test_a_node_the_policy_does_not_allow_is_recorded_failed_at_once_and_warmed_
 
     assert cli.main(["redrive", stack.queues["NodeJoinDLQ"]]) == 0
     stack.run_sources(timeout=60, between=simulator(stack).step)
-    node, images = table.node(instance)
-    assert node["node_state"] == "warm"
-    assert [i["state"] for i in images] == ["cached"]
+    node, images = table.queries.node(instance)
+    assert node.node_state == "warm"
+    assert [i.state for i in images] == ["cached"]
 
 
 def test_a_node_joining_a_cluster_of_many_long_named_images_gets_commands_whose_output_fits(join_stack):
@@ -363,7 +364,9 @@ def test_a_node_joining_a_cluster_of_many_long_named_images_gets_commands_whose_
         for n in range(50)
     ]
     for n, image in enumerate(images):
-        table.record_push(image, ("ml-prod",), pushed_at=datetime(2026, 11, 29, 10, n, tzinfo=UTC), event_id=f"e{n}")
+        table.catalog.record_push(
+            image, ("ml-prod",), pushed_at=datetime(2026, 11, 29, 10, n, tzinfo=UTC), event_id=f"e{n}"
+        )
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
     # When the node joins
     stack.put_events(state_event(instance, "running"))
@@ -371,10 +374,10 @@ def test_a_node_joining_a_cluster_of_many_long_named_images_gets_commands_whose_
     # Then it got them in several commands, and every image is recorded cached (none lost past a cut)
     sent = [c for c in moto_commands() if c.instance_ids == [instance]]
     assert len(sent) >= 2
-    _, records = table.node(instance)
-    assert sorted(r["state"] for r in records) == ["cached"] * 50
-    node, _ = table.node(instance)
-    assert node["node_state"] == "warm"
+    _, records = table.queries.node(instance)
+    assert sorted(r.state for r in records) == ["cached"] * 50
+    node, _ = table.queries.node(instance)
+    assert node.node_state == "warm"
     # And each command's worst-case output fits in what the agent keeps, which one for all would not
     from prefetcher import commands
 

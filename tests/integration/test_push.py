@@ -129,9 +129,9 @@ def test_a_moved_tag_supersedes_the_old_digest_and_a_late_older_push_sends_nothi
     late = push(stack)
     # Then the older digest is recorded as superseded and not sent to any node
     assert late["action"] == "superseded"
-    assert table.current_tag("ml/trainer", "v1.4.0")["digest"] == "sha256:" + "e" * 64
-    meta, _ = table.image("ml/trainer", DIGEST)
-    assert meta["superseded_by"] == "sha256:" + "e" * 64
+    assert table.queries.current_tag("ml/trainer", "v1.4.0").digest == "sha256:" + "e" * 64
+    meta, _ = table.queries.image("ml/trainer", DIGEST)
+    assert meta.superseded_by == "sha256:" + "e" * 64
     assert len(moto_commands()) == 2
 
 
@@ -145,7 +145,7 @@ def test_a_tag_moving_forward_marks_the_previous_digest_superseded(stack):
     newer["time"] = "2026-11-29T12:00:00Z"
     newer["detail"]["image-digest"] = "sha256:" + "f" * 64
     push(stack, newer)
-    meta, _ = table.image("ml/trainer", DIGEST)
-    assert meta["superseded_by"] == "sha256:" + "f" * 64
-    images, _ = table.cluster("ml-prod")
-    assert [i["digest"] for i in images] == ["sha256:" + "f" * 64]
+    meta, _ = table.queries.image("ml/trainer", DIGEST)
+    assert meta.superseded_by == "sha256:" + "f" * 64
+    images, _ = table.queries.cluster("ml-prod")
+    assert [i.digest for i in images] == ["sha256:" + "f" * 64]

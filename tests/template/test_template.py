@@ -55,7 +55,7 @@ def test_sam_build_succeeds_without_docker(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     layer = build / "PrefetcherLayer" / "python"
     # The shared package and the arm64 build of pydantic-core are in the layer; botocore is not
-    assert (layer / "prefetcher" / "store.py").exists()
+    assert (layer / "prefetcher" / "store" / "__init__.py").exists()
     assert list((layer / "pydantic_core").glob("*aarch64-linux-gnu.so"))
     assert not (layer / "botocore").exists()
     assert (build / "ImagePushFunction" / "app.py").exists()
