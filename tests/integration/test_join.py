@@ -106,13 +106,16 @@ def test_a_node_whose_agent_registers_late_is_retried_then_warmed(join_stack, mo
 
 @pytest.mark.parametrize("join_stack", [{"JOIN_MAX_ATTEMPTS": "3"}], indirect=True)
 def test_past_the_bound_the_event_is_dead_lettered_and_the_node_recorded_undeliverable(join_stack):
+    # Given a node whose SSM agent never registers
     stack = join_stack
     table = AuditTable(stack.output("AuditTable"))
     pushed(stack)
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
     fidelity.set_agent_registered(instance, False)  # never registers
+    # When it starts and its event is tried up to the bound (3)
     stack.put_events(state_event(instance, "running"))
     stack.run_sources(timeout=60)
+    # Then the node and its image are recorded undeliverable, and the event is kept with why
     node, images = table.queries.node(instance)
     assert node.node_state == "undeliverable"
     assert "did not register within 3 tries" in node.reason
@@ -130,13 +133,16 @@ def test_past_the_bound_the_event_is_dead_lettered_and_the_node_recorded_undeliv
 def test_a_terminated_node_leaves_coverage(join_stack, capsys):
     from prefetcher_cli import main as cli
 
+    # Given two warm nodes of ml-prod
     stack = join_stack
     pushed(stack)
     instances = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"), 2)
     stack.put_events(*(state_event(i, "running") for i in instances))
     stack.run_sources(timeout=60, between=simulator(stack).step)
+    # When one of them terminates
     stack.put_events(state_event(instances[0], "terminated", time="2099-01-01T00:00:00Z"))
     stack.run_sources(timeout=60)
+    # Then coverage counts only the other, and the node is recorded as left
     capsys.readouterr()
     cli.main(["coverage", "--cluster", "ml-prod", "--output", "json", "--table", stack.output("AuditTable")])
     (cluster,) = json.loads(capsys.readouterr().out)["clusters"]
@@ -182,25 +188,29 @@ def test_a_batch_of_100_join_events_makes_one_describe_instances_call(join_stack
 
 
 def test_a_push_while_the_node_is_still_joining_reaches_it_with_the_newest_digest(join_stack):
+    # Given a node starting before its SSM agent registers
     stack = join_stack
     table = AuditTable(stack.output("AuditTable"))
     pushed(stack)
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
     fidelity.set_agent_registered(instance, False)
     stack.put_events(state_event(instance, "running"))
-    # The join's first try fails (agent not registered); meanwhile a newer digest is pushed,
-    # whose command cannot reach the node either
+    # When the join's first try fails (agent not registered); meanwhile a newer digest is pushed,
+    # whose command cannot reach the node either; then the agent registers
     (join_source,) = [s for s in stack.sources if s.function.logical_id == "NodeJoinFunction"]
     assert join_source.poll_once() == 1
     pushed(stack, NEWER, "2026-11-29T11:00:00Z", "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a")
     assert all(instance not in c.instance_ids for c in moto_commands())
     fidelity.set_agent_registered(instance, True)
     stack.run_sources(timeout=60, between=simulator(stack).step)
+    # Then the node got the newest digest
     _, images = table.queries.node(instance)
     assert {i.digest: i.state for i in images} == {NEWER: "cached"}
 
 
 def test_a_node_joining_while_a_push_is_in_flight_ends_with_the_newest_digest(join_stack, monkeypatch):
+    # Given a node whose agent is not registered yet, and a push that lands right after its
+    # join read the catalog
     stack = join_stack
     table = AuditTable(stack.output("AuditTable"))
     pushed(stack)
@@ -220,8 +230,10 @@ def test_a_node_joining_while_a_push_is_in_flight_ends_with_the_newest_digest(jo
         return found
 
     monkeypatch.setattr(Catalog, "current_images", racing)
+    # When the node starts
     stack.put_events(state_event(instance, "running"))
     stack.run_sources(timeout=60, between=simulator(stack).step)
+    # Then it ends with the newest digest, sent to it by the join (not by the push's tag target)
     _, images = table.queries.node(instance)
     states = {i.digest: i.state for i in images}
     assert states[NEWER] == "cached"

@@ -68,6 +68,8 @@ def test_a_completed_send_is_never_repeated(ready):
 def test_a_push_retried_after_failing_between_clusters_sends_each_cluster_once(stack, monkeypatch):
     from prefetcher.store.commands import Commands
 
+    # Given a push to two clusters whose first try dies after sending to ml-prod, before
+    # recording ml-batch's command
     launch(stack.client("ec2"), NodeSpec("ml-batch", "managed", "general"))
     original = Commands.record
     failed = {"done": False}
@@ -82,7 +84,9 @@ def test_a_push_retried_after_failing_between_clusters_sends_each_cluster_once(s
     push = copy.deepcopy(load_event("ecr-push-tagged.json"))
     with pytest.raises(RuntimeError):
         stack.functions["ImagePushFunction"].invoke(push)
+    # When the push is tried again
     result = stack.functions["ImagePushFunction"].invoke(push)
+    # Then each cluster got exactly one command
     assert result["action"] == "sent"
     clusters = sorted(c.targets[0]["Key"].rsplit("/", 1)[1] for c in moto_commands())
     assert clusters == ["ml-batch", "ml-prod"]
