@@ -38,7 +38,7 @@ def prepare(stack: Any, nodes: list[str], tag: str) -> tuple[str, list[str]]:
     sent = stack.client("ssm").send_command(
         DocumentName=agent.document_name, InstanceIds=nodes, Parameters=ssm.agent_parameters([image], agent)
     )["Command"]
-    AuditTable(stack.output("AuditTable")).record_command(
+    AuditTable(stack.output("AuditTable")).commands.record(
         CommandRecord(command_id=sent["CommandId"], kind="push", cluster="ml-prod", images=(image,),
                       requested_at=sent["RequestedDateTime"])
     )  # fmt: skip

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefetcher import clients
-from prefetcher.store import AuditTable, coverage_pk, image_pk, live_pk
+from prefetcher.store import AuditTable, keys
 from prefetcher.timestamps import iso
-from prefetcher_cli import views
+from prefetcher_cli import reports
 
 from bench.common import main_of, save
 from bench.harness import counting, fresh_stack, local_servers, median, timed
@@ -43,7 +43,7 @@ def s(value: object) -> dict[str, Any]:
 
 
 def populate(table: str) -> dict[str, Any]:
-    """Items as the functions write them (see store.py), written with BatchWriteItem for speed."""
+    """Items as the functions write them (see prefetcher/store), written with BatchWriteItem for speed."""
     ddb = clients.client("dynamodb")
     now = datetime.now(UTC)
     items: list[dict[str, Any]] = []
@@ -51,11 +51,11 @@ def populate(table: str) -> dict[str, Any]:
     nodes = [f"i-{n:017x}" for n in range(NODES + LEFT)]
     for n, node in enumerate(nodes):
         live = n < NODES
-        node_item = {"pk": f"CLUSTER#{cluster}", "sk": f"NODE#{node}", "type": "node", "cluster": cluster,
-                     "instance_id": node, "joined_at": iso(now - timedelta(days=2)), "gsi1pk": f"NODE#{node}",
-                     "gsi1sk": "#NODE", "node_state": "warm" if live else "left"}  # fmt: skip
+        node_item = {**keys.node(cluster, node), "type": "node", "cluster": cluster,
+                     "instance_id": node, "joined_at": iso(now - timedelta(days=2)), "gsi1pk": keys.node_pk(node),
+                     "gsi1sk": keys.NODE_ITEM, "node_state": "warm" if live else "left"}  # fmt: skip
         if live:
-            node_item |= {"gsi2pk": live_pk(cluster), "gsi2sk": node}
+            node_item |= {"gsi2pk": keys.live_pk(cluster), "gsi2sk": node}
         else:
             node_item["left_at"] = iso(now - timedelta(days=1))
         items.append(node_item)
@@ -63,27 +63,27 @@ def populate(table: str) -> dict[str, Any]:
         repo, tag = f"team/app{i}", "v1"
         current = digest(repo, "current")
         history = [digest(repo, "old", h) for h in range(SUPERSEDED_PER_IMAGE)] if i < HISTORY_IMAGES else []
-        items.append({"pk": f"TAG#{repo}:{tag}", "sk": "CURRENT", "type": "tag", "repository": repo, "tag": tag,
+        items.append({**keys.current_tag(repo, tag), "type": "tag", "repository": repo, "tag": tag,
                       "registry": REGISTRY, "digest": current, "pushed_at": iso(now)})  # fmt: skip
-        items.append({"pk": f"CLUSTER#{cluster}", "sk": f"TAG#{repo}:{tag}", "type": "cluster-image", "cluster": cluster,
+        items.append({**keys.cluster_image(cluster, repo, tag), "type": "cluster-image", "cluster": cluster,
                       "repository": repo, "tag": tag, "registry": REGISTRY, "digest": current, "pushed_at": iso(now)})  # fmt: skip
         for d in [current, *history]:
-            items.append({"pk": image_pk(repo, d), "sk": "#META", "type": "image", "repository": repo, "digest": d,
+            items.append({**keys.image(repo, d), "type": "image", "repository": repo, "digest": d,
                           "registry": REGISTRY, **({"superseded_by": current} if d != current else {})})  # fmt: skip
             for n, node in enumerate(nodes):
                 live = n < NODES and d == current
                 failed = live and (n * IMAGES + i) % FAILED_EVERY == 0
-                record = {"pk": image_pk(repo, d), "sk": f"NODE#{node}", "type": "node-image", "instance_id": node,
+                record = {**keys.node_image(repo, d, node), "type": "node-image", "instance_id": node,
                           "cluster": cluster, "repository": repo, "digest": d, "tag": tag, "registry": REGISTRY,
                           "state": "failed" if failed else "cached", "holds": not failed,
                           "requested_at": iso(now - timedelta(minutes=30)), "finished_at": iso(now - timedelta(minutes=20)),
                           "seconds": 41.5, "bytes": 1287651328, "command_id": "c", "version": "v",
-                          "gsi1pk": f"NODE#{node}", "gsi1sk": image_pk(repo, d)}  # fmt: skip
+                          "gsi1pk": keys.node_pk(node), "gsi1sk": keys.image_pk(repo, d)}  # fmt: skip
                 if failed:
-                    record |= {"reason": "ctr: 401 Unauthorized", "gsi3pk": f"FAIL#{now:%Y-%m-%d}",
-                               "gsi3sk": f"{iso(now)}#{node}#{repo}@{d}"}  # fmt: skip
+                    record |= {"reason": "ctr: 401 Unauthorized", "gsi3pk": keys.failure_pk(now.date()),
+                               "gsi3sk": keys.failure_sk(now, node, repo, d)}  # fmt: skip
                 if live:
-                    record |= {"gsi2pk": coverage_pk(cluster, repo, d), "gsi2sk": node}
+                    record |= {"gsi2pk": keys.coverage_pk(cluster, repo, d), "gsi2sk": node}
                 items.append(record)
 
     def write(start: int) -> None:
@@ -121,11 +121,11 @@ def returned_items(view: dict[str, Any], question: str) -> int:
 
 # The same questions as Scan filters (on the attributes the CLI's queries use as keys).
 SCAN_FILTERS: dict[str, Callable[[dict[str, Any]], bool]] = {
-    "status": lambda item: item["pk"]["S"] == image_pk("team/app7", digest("team/app7", "current")),
-    "node": lambda item: item.get("gsi1pk", {}).get("S") == "NODE#i-00000000000000007",
+    "status": lambda item: item["pk"]["S"] == keys.image_pk("team/app7", digest("team/app7", "current")),
+    "node": lambda item: item.get("gsi1pk", {}).get("S") == keys.node_pk("i-00000000000000007"),
     "coverage": lambda item: (
         item.get("gsi2pk", {}).get("S", "").startswith(("COVER#ml-prod#", "LIVE#ml-prod"))
-        or (item["pk"]["S"] == "CLUSTER#ml-prod" and item["sk"]["S"].startswith("TAG#"))
+        or (item["pk"]["S"] == keys.cluster_pk("ml-prod") and item["sk"]["S"].startswith(keys.TAG_PREFIX))
     ),
     "failures": lambda item: item.get("gsi3pk", {}).get("S", "").startswith("FAIL#"),
 }
@@ -164,10 +164,10 @@ def run() -> dict[str, Any]:
         shape = populate(name)
         table = AuditTable(name)
         questions = {
-            "status": lambda: views.status(table, "team/app7:v1"),
-            "node": lambda: views.node(table, "i-00000000000000007"),
-            "coverage": lambda: views.coverage(table, "ml-prod"),
-            "failures": lambda: views.failures(table, timedelta(hours=24)),
+            "status": lambda: reports.status(table, "team/app7:v1"),
+            "node": lambda: reports.node(table, "i-00000000000000007"),
+            "coverage": lambda: reports.coverage(table, "ml-prod"),
+            "failures": lambda: reports.failures(table, timedelta(hours=24)),
         }
         details: dict[str, Any] = {"table": shape, "runs": RUNS}
         with counting() as scan_calls:

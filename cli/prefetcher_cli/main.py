@@ -23,7 +23,7 @@ from prefetcher.errors import (
 )
 from prefetcher.store import AuditTable
 
-from prefetcher_cli import render, views
+from prefetcher_cli import output, reports
 
 DEFAULT_STACK = "eks-image-prefetcher"
 EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -42,9 +42,9 @@ def resolve_table(args: argparse.Namespace) -> str:
             f"no --table given and stack {args.stack} cannot be read ({error.response['Error']['Message']}); "
             "pass --table or --stack"
         ) from None
-    for output in stacks[0].get("Outputs", []):
-        if output["OutputKey"] == "AuditTableName":
-            return str(output["OutputValue"])
+    for stack_output in stacks[0].get("Outputs", []):
+        if stack_output["OutputKey"] == "AuditTableName":
+            return str(stack_output["OutputValue"])
     raise TableNotFoundError(f"stack {args.stack} has no AuditTableName output")
 
 
@@ -54,25 +54,25 @@ def _query(
     text: Callable[[dict[str, Any]], str],
 ) -> int:
     view = build(AuditTable(resolve_table(args)))
-    print(render.as_json(view) if args.output == "json" else text(view))
+    print(output.as_json(view) if args.output == "json" else text(view))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    return _query(args, lambda t: views.status(t, args.image), render.status)
+    return _query(args, lambda t: reports.status(t, args.image), output.status)
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    return _query(args, lambda t: views.node(t, args.instance_id), render.node)
+    return _query(args, lambda t: reports.node(t, args.instance_id), output.node)
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
-    return _query(args, lambda t: views.coverage(t, args.cluster), render.coverage)
+    return _query(args, lambda t: reports.coverage(t, args.cluster), output.coverage)
 
 
 def cmd_failures(args: argparse.Namespace) -> int:
-    since = views.parse_duration(args.since)
-    return _query(args, lambda t: views.failures(t, since, args.cluster), render.failures)
+    since = reports.parse_duration(args.since)
+    return _query(args, lambda t: reports.failures(t, since, args.cluster), output.failures)
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
@@ -85,16 +85,16 @@ def cmd_redrive(args: argparse.Namespace) -> int:
             function = redrive.stack_outputs(args.stack).get("ImagePushFunctionName")
         report = redrive.redrive(url, function=function, to_queue=args.to_queue, dry_run=args.dry_run, limit=args.max)
     except ValueError as error:
-        raise views.UsageError(str(error)) from None
+        raise reports.UsageError(str(error)) from None
     view = report.as_dict()
     if args.output == "json":
-        print(render.as_json(view))
+        print(output.as_json(view))
     else:
         verb = "would move" if report.dry_run else "moved"
         count = report.waiting if report.dry_run else report.moved
         print(f"{report.queue}: {report.waiting} waiting; {verb} {count} to {report.destination}")
         if view["reasons"]:
-            print(render.table(["COUNT", "REASON"], [(r["count"], r["reason"]) for r in view["reasons"]]))
+            print(output.table(["COUNT", "REASON"], [(r["count"], r["reason"]) for r in view["reasons"]]))
     return 0
 
 
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
         return code
-    except views.UsageError as error:
+    except reports.UsageError as error:
         print(f"prefetcher: {error}", file=sys.stderr)
         return EXIT_USAGE
     except ImageNotFoundError as error:

@@ -23,7 +23,7 @@ from prefetcher import clients
 from prefetcher.errors import PrefetcherError
 from prefetcher.store import AuditTable
 from prefetcher.timestamps import event_time
-from prefetcher_cli import render, views
+from prefetcher_cli import output, reports
 
 from devtools.local_stack import iam, moto_patches
 from devtools.local_stack.ec2_fleet import DEMO_FLEET, NodeSpec, launch
@@ -108,11 +108,11 @@ def show(table: str, command: str, argument: str | None = None) -> None:
     audit = AuditTable(table)
     try:
         if command == "status":
-            print(render.status(views.status(audit, str(argument))))
+            print(output.status(reports.status(audit, str(argument))))
         elif command == "node":
-            print(render.node(views.node(audit, str(argument))))
+            print(output.node(reports.node(audit, str(argument))))
         else:
-            print(render.coverage(views.coverage(audit, argument)))
+            print(output.coverage(reports.coverage(audit, argument)))
     except PrefetcherError as error:
         print(f"prefetcher: {error}", file=sys.stderr)
 

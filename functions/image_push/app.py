@@ -16,13 +16,13 @@ from prefetcher.events import EcrImageActionEvent
 from prefetcher.intake import Rejected, parse_or_quarantine
 from prefetcher.observability import traced
 from prefetcher.settings import ImagePushSettings
-from prefetcher.store import AuditTable, idempotency_records
+from prefetcher.store import AuditTable
 
 SETTINGS = ImagePushSettings.from_environ(os.environ)
 logger = Logger()
 metrics = Metrics()
 TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.history_ttl_days))
-PERSISTENCE = idempotency_records(SETTINGS.table_name, "ImagePushFunction")
+PERSISTENCE = TABLE.idempotency.for_function("ImagePushFunction")
 
 EVENT_ONCE = IdempotencyConfig(event_key_jmespath="id", raise_on_no_idempotency_key=True, expires_after_seconds=86_400)
 

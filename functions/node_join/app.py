@@ -22,7 +22,7 @@ from prefetcher.events import InstanceStateEvent
 from prefetcher.intake import Rejected, parse_or_quarantine
 from prefetcher.observability import traced
 from prefetcher.settings import JoinSettings
-from prefetcher.store import AuditTable, idempotency_records
+from prefetcher.store import AuditTable
 
 SETTINGS = JoinSettings.from_environ(os.environ)
 logger = Logger()
@@ -30,7 +30,7 @@ metrics = Metrics()
 TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.history_ttl_days))
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 ONCE = IdempotencyConfig(event_key_jmespath="id", raise_on_no_idempotency_key=True, expires_after_seconds=86_400)
-PERSISTENCE = idempotency_records(SETTINGS.table_name, "NodeJoinFunction")
+PERSISTENCE = TABLE.idempotency.for_function("NodeJoinFunction")
 
 
 class Quarantined(Exception):

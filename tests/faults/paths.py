@@ -257,8 +257,8 @@ def run_audit(servers: Servers, log: Any, events: int = 1000, rate: float = 0.2)
             remove()
     result = PathResult("audit", len(statuses), dict(injector.injected), injector.calls)
     table = AuditTable(stack.output("AuditTable"))
-    _, records = table.image("ml/trainer", pinned.rsplit("@", 1)[1])
-    final = {r["instance_id"]: r for r in records}
+    _, records = table.queries.image("ml/trainer", pinned.rsplit("@", 1)[1])
+    final = {r.instance_id: r for r in records}
     dead = Counter(
         (b["detail"]["instance-id"], b["detail"]["status"]) for b in (_payload(m) for m in _drain(stack, "AuditDLQ"))
     )
@@ -269,7 +269,7 @@ def run_audit(servers: Servers, log: Any, events: int = 1000, rate: float = 0.2)
             # Applied: the node's record shows it (Success: cached), or it was written once, or
             # (InProgress) the record already held the invocation's end, which an earlier state
             # may never replace. A write landed by the injector's racing duplicate counts too.
-            ended = record is not None and record["state"] == "cached"
+            ended = record is not None and record.state == "cached"
             applied = ended or version_written == 1
             if version_written > 1:
                 result.applied_twice += 1

@@ -76,12 +76,13 @@ def result_line(outcome, error="", size=0, seconds=1.0):
 
 
 def record(table, instance):
-    _, nodes = table.image("ml/trainer", PUSH["detail"]["image-digest"])
-    (found,) = [n for n in nodes if n["instance_id"] == instance]
+    _, nodes = table.queries.image("ml/trainer", PUSH["detail"]["image-digest"])
+    (found,) = [n for n in nodes if n.instance_id == instance]
     return found
 
 
 def test_a_successful_pull_is_recorded_with_bytes_and_seconds(stack, sent):
+    # Given a node whose invocation pulled the image
     command, instance, table = sent
     finish(
         command,
@@ -90,43 +91,51 @@ def test_a_successful_pull_is_recorded_with_bytes_and_seconds(stack, sent):
         "Success",
         stdout=result_line("pulled", size=1_287_651_328, seconds=41.5),
     )
+    # When its InProgress and Success events go through the audit path
     stack.put_events(
         status_event(stack, command, instance, "InProgress"),
         status_event(stack, command, instance, "Success"),
     )
     stack.run_sources()
+    # Then its record holds the state, size, time and command
     node = record(table, instance)
-    assert (node["state"], int(node["bytes"]), float(node["seconds"]), node["holds"]) == (
+    assert (node.state, int(node.bytes), float(node.seconds), node.holds) == (
         "cached",
         1_287_651_328,
         41.5,
         True,
     )
-    assert node["cluster"] == "ml-prod" and node["command_id"] == command.command_id
+    assert node.cluster == "ml-prod" and node.command_id == command.command_id
 
 
 def test_success_then_a_late_in_progress_stays_success(stack, sent):
+    # Given a node whose invocation succeeded, and its Success recorded
     command, instance, table = sent
     finish(command, instance, "Success", "Success", stdout=result_line("present"))
     stack.put_events(status_event(stack, command, instance, "Success"))
     stack.run_sources()
+    # When an InProgress and a Pending arrive late
     stack.put_events(
         status_event(stack, command, instance, "InProgress"),
         status_event(stack, command, instance, "Pending"),
     )
     stack.run_sources()
-    assert record(table, instance)["state"] == "present"
+    # Then the record keeps the terminal state
+    assert record(table, instance).state == "present"
 
 
 def test_a_disk_skip_and_its_reason_reach_the_table(stack, sent):
+    # Given a node whose agent skipped the image for lack of disk
     command, instance, table = sent
     reason = "only 900 MiB free on /var/lib/containerd, below MinFreeDiskMiB 2048 (missing 1148 MiB)"
     finish(command, instance, "Success", "Success", stdout=result_line("skipped-disk", reason))
+    # When its Success goes through the audit path
     stack.put_events(status_event(stack, command, instance, "Success"))
     stack.run_sources()
+    # Then the record holds the skip and its reason, and it is a current failure
     node = record(table, instance)
-    assert (node["state"], node["reason"], node["holds"]) == ("skipped-disk", reason, False)
-    assert [f["instance_id"] for f in table.failures(datetime(2026, 1, 1, tzinfo=UTC))] == [instance]
+    assert (node.state, node.reason, node.holds) == ("skipped-disk", reason, False)
+    assert [f.instance_id for f in table.queries.failures(datetime(2026, 1, 1, tzinfo=UTC))] == [instance]
 
 
 @pytest.mark.parametrize(
@@ -139,20 +148,26 @@ def test_a_disk_skip_and_its_reason_reach_the_table(stack, sent):
     ],
 )
 def test_invocations_that_never_printed_results(stack, sent, status, details, state, reason):
+    # Given an invocation that ended without running the script
     command, instance, table = sent
     finish(command, instance, status, details, code=-1)
+    # When its status goes through the audit path
     stack.put_events(status_event(stack, command, instance, status))
     stack.run_sources()
+    # Then the record says how it ended
     node = record(table, instance)
-    assert node["state"] == state and reason in node["reason"]
+    assert node.state == state and reason in node.reason
 
 
 def test_a_failed_invocation_gets_its_reason_from_stderr(stack, sent):
+    # Given an invocation whose script failed with a message on stderr
     command, instance, table = sent
     finish(command, instance, "Failed", "Failed", stderr="prefetch: neither ctr nor apiclient found\n", code=3)
+    # When its status goes through the audit path
     stack.put_events(status_event(stack, command, instance, "Failed"))
     stack.run_sources()
-    assert record(table, instance)["reason"] == "agent exited with code 3: prefetch: neither ctr nor apiclient found"
+    # Then the reason is the script's own
+    assert record(table, instance).reason == "agent exited with code 3: prefetch: neither ctr nor apiclient found"
 
 
 def test_a_status_event_for_an_unknown_command_is_retried_then_dead_lettered(stack, sent):
@@ -171,6 +186,7 @@ def test_a_status_event_for_an_unknown_command_is_retried_then_dead_lettered(sta
 
 
 def test_a_malformed_body_goes_straight_to_the_dead_letter_queue_without_failing_the_batch(stack, sent):
+    # Given a successful invocation, and a malformed body in the audit queue
     command, instance, table = sent
     finish(command, instance, "Success", "Success", stdout=result_line("pulled"))
     sqs = stack.client("sqs")
@@ -178,9 +194,11 @@ def test_a_malformed_body_goes_straight_to_the_dead_letter_queue_without_failing
         QueueUrl=stack.queues["AuditQueue"],
         MessageBody='{"detail-type": "EC2 Command Invocation Status-change Notification", "source": "aws.ssm"}',
     )
+    # When the invocation's Success goes through the audit path beside it
     stack.put_events(status_event(stack, command, instance, "Success"))
     stack.run_sources()
-    assert record(table, instance)["state"] == "cached"
+    # Then the invocation is recorded and only the malformed body is dead-lettered, with why
+    assert record(table, instance).state == "cached"
     messages = sqs.receive_message(QueueUrl=stack.queues["AuditDLQ"], MessageAttributeNames=["All"])["Messages"]
     assert len(messages) == 1
     assert "does not match the documented shape" in messages[0]["MessageAttributes"]["ErrorMessage"]["StringValue"]
@@ -199,6 +217,7 @@ def test_a_batch_writes_once_per_invocation_and_fails_only_the_messages_of_one_t
     from devtools.local_stack.lambda_runtime import sqs_event
     from tests.helpers import CallCounter
 
+    # Given four events of one invocation and one of an unknown command, in one batch
     command, instance, table = sent
     finish(command, instance, "Success", "Success", stdout=result_line("pulled"))
     unknown = status_event(stack, command, instance, "InProgress")
@@ -212,15 +231,16 @@ def test_a_batch_writes_once_per_invocation_and_fails_only_the_messages_of_one_t
 
     messages = [{"MessageId": f"m{n}", "ReceiptHandle": "r", "Body": json.dumps(envelope(e, n)), "Attributes": {}}
                 for n, e in enumerate(bodies)]  # fmt: skip
+    # When the audit function handles the batch
     with CallCounter() as counter:
         result = stack.functions["SsmAuditFunction"].invoke(
             sqs_event(messages, "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1")
         )
-    # Four events of one invocation: one write (its newest state); the unknown command's message fails alone
+    # Then four events of one invocation make one write (its newest state); the unknown command's message fails alone
     assert result == {"batchItemFailures": [{"itemIdentifier": "m4"}]}
     assert counter.count("dynamodb.UpdateItem") == 1
     assert counter.count("ssm.GetCommandInvocation") == 1
-    assert record(table, instance)["state"] == "cached"
+    assert record(table, instance).state == "cached"
 
 
 # ---- an image the node did not report ----------------------------------------------------------
@@ -243,26 +263,31 @@ def test_an_image_the_node_did_not_report_is_unknown_then_sent_again_and_recorde
     command, instance, table = sent
     simulator = NodeSimulator(stack.put_events, ACCOUNT, REGION, stack.output("PrefetchDocument"), agent_reporting(2))
     # Given a node whose agent exits 0 but reports nothing for the image (it used to be "cached")
+    # When its invocation goes through the audit path
     simulator.step()
     stack.run_sources()
+    # Then the image is recorded unknown, with why
     first = record(table, instance)
-    assert (first["state"], first.get("holds", False)) == ("unknown", False)
-    assert "no result line" in first["reason"]
-    # Then the audit function sent that image to that node again, once, and its report is recorded
+    assert (first.state, first.holds or False) == ("unknown", False)
+    assert "no result line" in first.reason
+    # And the audit function sent that image to that node again, once, and its report is recorded
     again = [c for c in moto_commands() if c.instance_ids == [instance] and not c.targets]
     assert len(again) == 1 and again[0].parameters["Images"] == command.parameters["Images"]
     stack.run_sources(between=simulator.step)
     final = record(table, instance)
-    assert (final["state"], final["command_id"]) == ("cached", again[0].command_id)
+    assert (final.state, final.command_id) == ("cached", again[0].command_id)
     assert len([c for c in moto_commands() if c.instance_ids == [instance]]) == 2
 
 
 def test_an_image_never_reported_is_failed_after_three_commands(stack, sent):
+    # Given a node whose agent never reports the image
     _, instance, table = sent
     simulator = NodeSimulator(stack.put_events, ACCOUNT, REGION, stack.output("PrefetchDocument"), agent_reporting(99))
+    # When its invocations go through the audit path, and the image is sent again
     stack.run_sources(between=simulator.step)
+    # Then after three commands it is recorded failed
     node = record(table, instance)
-    assert node["state"] == "failed" and "sent again" in node["reason"]
+    assert node.state == "failed" and "sent again" in node.reason
     assert len([c for c in moto_commands() if instance in c.instance_ids]) == 3
 
 
@@ -292,5 +317,5 @@ def test_a_full_batch_at_the_design_latency_ends_within_the_functions_timeout(st
         print(f"audit batch of {size} at {DESIGN_LATENCY * SCALE} s a call: {time.monotonic() - started:.2f} s")
     # Then the invocation ends within its Timeout and every node's record is written
     assert result == {"batchItemFailures": []}
-    _, written = AuditTable(stack.output("AuditTable")).image("ml/trainer", PUSH["detail"]["image-digest"])
-    assert sorted(r["state"] for r in written) == ["cached"] * size
+    _, written = AuditTable(stack.output("AuditTable")).queries.image("ml/trainer", PUSH["detail"]["image-digest"])
+    assert sorted(r.state for r in written) == ["cached"] * size

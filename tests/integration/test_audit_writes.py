@@ -1,5 +1,6 @@
-"""AuditTable.apply_many, the audit path's batched writes, against DynamoDB Local: per record it
-must decide exactly as one conditional UpdateItem (`apply`) would, in fewer requests."""
+"""AuditTable.node_images.apply_many, the audit path's batched writes, against DynamoDB Local:
+per record it must decide exactly as one conditional UpdateItem (`apply`) would, in fewer
+requests."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from prefetcher import clients
 from prefetcher.refs import ImageRef
 from prefetcher.states import NodeImageUpdate, NodeState
-from prefetcher.store import AuditTable, image_pk
+from prefetcher.store import AuditTable, keys
 
 from tests.helpers import CallCounter
 
@@ -32,18 +33,20 @@ def update(node: int, state: NodeState, command: str = OLD_COMMAND, requested: d
 
 
 def states(table: AuditTable) -> dict[str, str]:
-    _, nodes = table.image(IMAGE.repository, IMAGE.digest)
-    return {n["instance_id"]: n["state"] for n in nodes}
+    _, nodes = table.queries.image(IMAGE.repository, IMAGE.digest)
+    return {n.instance_id: n.state for n in nodes}
 
 
 def test_batched_writes_decide_per_record_as_single_conditional_writes_do(stack):
+    # Given 40 nodes' in-progress updates, so that the writes span two statement batches (25 each) sent side by side.
     table = AuditTable(stack.output("AuditTable"))
-    # 40 nodes, so that the writes span two statement batches (25 each) sent side by side.
     first = [update(n, NodeState.IN_PROGRESS) for n in range(40)]
-    # Within one call, two updates of one record: only the newer is written.
+    # and, within one call, two updates of one record: only the newer is written.
     first += [update(0, NodeState.REQUESTED), update(1, NodeState.CACHED)]
+    # When they are written in one call
     with CallCounter() as counter:
-        written = table.apply_many(first)
+        written = table.node_images.apply_many(first)
+    # Then each is decided as a single conditional write would decide it, in three requests
     assert written == [True] + [False] + [True] * 38 + [False, True]
     # In progress: inserted at once; Success of a record not yet there: an update, then an insert.
     assert counter.count("dynamodb.BatchExecuteStatement") == 3
@@ -53,13 +56,14 @@ def test_batched_writes_decide_per_record_as_single_conditional_writes_do(stack)
     assert after_first["i-00000000000000000"] == "in-progress"
     assert after_first["i-00000000000000001"] == "cached"
 
-    # A record written by something that sets no version: `apply` admits any update there.
+    # Given a record written by something that sets no version (`apply` admits any update there)
     ddb = clients.client("dynamodb")
     ddb.put_item(
         TableName=table.table_name,
-        Item={"pk": {"S": image_pk(IMAGE.repository, IMAGE.digest)}, "sk": {"S": "NODE#i-000000000000000ff"},
+        Item={"pk": {"S": keys.image_pk(IMAGE.repository, IMAGE.digest)}, "sk": {"S": "NODE#i-000000000000000ff"},
               "instance_id": {"S": "i-000000000000000ff"}, "state": {"S": "requested"}},
     )  # fmt: skip
+    # and updates forward, stale, duplicated, of a newer and of an older command
     second = [update(n, NodeState.CACHED) for n in range(2, 12)]  # forward: written
     second += [update(1, NodeState.IN_PROGRESS)]  # late InProgress after Success: stale
     second += [update(n, NodeState.IN_PROGRESS) for n in range(12, 20)]  # duplicates: stale
@@ -67,8 +71,10 @@ def test_batched_writes_decide_per_record_as_single_conditional_writes_do(stack)
     second += [update(n, NodeState.REQUESTED, NEW_COMMAND, newer) for n in range(20, 25)]  # a newer command
     second += [update(0xFF, NodeState.FAILED)]  # the record without a version
     second += [update(n, NodeState.REQUESTED, NEW_COMMAND, older) for n in range(25, 27)]  # an older one
+    # When they are written in one call
     with CallCounter() as counter:
-        written = table.apply_many(second)
+        written = table.node_images.apply_many(second)
+    # Then again each is decided as a single conditional write would decide it
     assert written == [True] * 10 + [False] + [False] * 8 + [True] * 5 + [True] + [False] * 2
     # Ends as updates; requested and in progress as inserts, which meet records, then as updates.
     assert counter.count("dynamodb.BatchExecuteStatement") == 3

@@ -146,7 +146,8 @@ def test_any_order_and_duplication_of_status_events_ends_in_the_terminal_state(s
             )
             for s in statuses
         ]
-        # Delivered in batches of up to 3, as an SQS event source may cut them
+        # When its events, shuffled and duplicated, are delivered in batches of up to 3, as an SQS
+        # event source may cut them
         for start in range(0, len(bodies), 3):
             messages = [
                 {"MessageId": f"m{next(counter)}", "ReceiptHandle": "r", "Body": b, "Attributes": {}}
@@ -157,7 +158,8 @@ def test_any_order_and_duplication_of_status_events_ends_in_the_terminal_state(s
             }
         from prefetcher.store import AuditTable
 
-        _, records = AuditTable(table).image("ml/trainer", PUSH["detail"]["image-digest"])
-        assert {r["instance_id"]: r["state"] for r in records}[instance] == expected
+        # Then the node's record ends in the invocation's terminal state
+        _, records = AuditTable(table).queries.image("ml/trainer", PUSH["detail"]["image-digest"])
+        assert {r.instance_id: r.state for r in records}[instance] == expected
 
     check()

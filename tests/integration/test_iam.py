@@ -65,7 +65,7 @@ def test_a_query_on_an_index_the_role_does_not_name_is_denied_as_aws_denies_it(s
         from botocore.exceptions import ClientError
 
         with pytest.raises(ClientError) as denied:
-            table.live_nodes("ml-prod")
+            table.queries.live_nodes("ml-prod")
     # Then AWS's answer comes back: AccessDeniedException, naming the index's ARN
     assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
     assert f"table/{table.table_name}/index/gsi2" in denied.value.response["Error"]["Message"]
@@ -138,5 +138,5 @@ def test_audit_batches_are_written_with_partiql_and_not_twice(stack):
     assert counter.count("dynamodb.BatchExecuteStatement") >= 2
     assert counter.count("dynamodb.UpdateItem") == 0
     table = AuditTable(stack.output("AuditTable"))
-    _, records = table.image("ml/trainer", PUSH["detail"]["image-digest"])
-    assert sorted(r["state"] for r in records) == ["cached"] * 30
+    _, records = table.queries.image("ml/trainer", PUSH["detail"]["image-digest"])
+    assert sorted(r.state for r in records) == ["cached"] * 30

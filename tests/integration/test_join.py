@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 from prefetcher.errors import TransientError
 from prefetcher.store import AuditTable
+from prefetcher.store.catalog import Catalog
 
 from devtools.local_stack import iam, moto_patches
 from devtools.local_stack.ec2_fleet import NodeSpec, launch
@@ -95,27 +96,30 @@ def test_a_node_whose_agent_registers_late_is_retried_then_warmed(join_stack, mo
     stack.run_sources(timeout=60, between=between)
     # Then the first tries were refused and retried, and once reachable it got the cluster's images
     assert refused["n"] == 2
-    node, images = table.node(instance)
-    assert node["node_state"] == "warm" and node["cluster"] == "ml-prod" and node["node_group"] == "gpu"
-    assert [(i["digest"], i["state"]) for i in images] == [(DIGEST, "cached")]
-    assert node["warm_at"] >= node["joined_at"] and float(node["warm_seconds"]) > 0
+    node, images = table.queries.node(instance)
+    assert node.node_state == "warm" and node.cluster == "ml-prod" and node.node_group == "gpu"
+    assert [(i.digest, i.state) for i in images] == [(DIGEST, "cached")]
+    assert node.warm_at >= node.joined_at and float(node.warm_seconds) > 0
     joins = [c for c in moto_commands() if c.instance_ids == [instance]]
     assert len(joins) == 1 and joins[0].parameters["Images"][0].endswith(f"ml/trainer:v1.4.0@{DIGEST}")
 
 
 @pytest.mark.parametrize("join_stack", [{"JOIN_MAX_ATTEMPTS": "3"}], indirect=True)
 def test_past_the_bound_the_event_is_dead_lettered_and_the_node_recorded_undeliverable(join_stack):
+    # Given a node whose SSM agent never registers
     stack = join_stack
     table = AuditTable(stack.output("AuditTable"))
     pushed(stack)
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
     moto_patches.set_agent_registered(instance, False)  # never registers
+    # When it starts and its event is tried up to the bound (3)
     stack.put_events(state_event(instance, "running"))
     stack.run_sources(timeout=60)
-    node, images = table.node(instance)
-    assert node["node_state"] == "undeliverable"
-    assert "did not register within 3 tries" in node["reason"]
-    assert [(i["state"], "did not register" in i["reason"]) for i in images] == [("undeliverable", True)]
+    # Then the node and its image are recorded undeliverable, and the event is kept with why
+    node, images = table.queries.node(instance)
+    assert node.node_state == "undeliverable"
+    assert "did not register within 3 tries" in node.reason
+    assert [(i.state, "did not register" in i.reason) for i in images] == [("undeliverable", True)]
     messages = stack.client("sqs").receive_message(QueueUrl=stack.queues["NodeJoinDLQ"], MessageAttributeNames=["All"])[
         "Messages"
     ]
@@ -129,20 +133,23 @@ def test_past_the_bound_the_event_is_dead_lettered_and_the_node_recorded_undeliv
 def test_a_terminated_node_leaves_coverage(join_stack, capsys):
     from prefetcher_cli import main as cli
 
+    # Given two warm nodes of ml-prod
     stack = join_stack
     pushed(stack)
     instances = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"), 2)
     stack.put_events(*(state_event(i, "running") for i in instances))
     stack.run_sources(timeout=60, between=simulator(stack).step)
+    # When one of them terminates
     stack.put_events(state_event(instances[0], "terminated", time="2099-01-01T00:00:00Z"))
     stack.run_sources(timeout=60)
+    # Then coverage counts only the other, and the node is recorded as left
     capsys.readouterr()
     cli.main(["coverage", "--cluster", "ml-prod", "--output", "json", "--table", stack.output("AuditTable")])
     (cluster,) = json.loads(capsys.readouterr().out)["clusters"]
     assert cluster["nodes"] == 1
     assert [(i["holding"], i["nodes"]) for i in cluster["images"]] == [(1, 1)]
-    node, _ = AuditTable(stack.output("AuditTable")).node(instances[0])
-    assert node["node_state"] == "left" and node["left_at"].startswith("2099-01-01")
+    node, _ = AuditTable(stack.output("AuditTable")).queries.node(instances[0])
+    assert node.node_state == "left" and node.left_at.startswith("2099-01-01")
 
 
 def test_nodes_of_other_clusters_and_plain_instances_are_ignored(join_stack):
@@ -181,34 +188,38 @@ def test_a_batch_of_100_join_events_makes_one_describe_instances_call(join_stack
 
 
 def test_a_push_while_the_node_is_still_joining_reaches_it_with_the_newest_digest(join_stack):
+    # Given a node starting before its SSM agent registers
     stack = join_stack
     table = AuditTable(stack.output("AuditTable"))
     pushed(stack)
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
     moto_patches.set_agent_registered(instance, False)
     stack.put_events(state_event(instance, "running"))
-    # The join's first try fails (agent not registered); meanwhile a newer digest is pushed,
-    # whose command cannot reach the node either
+    # When the join's first try fails (agent not registered); meanwhile a newer digest is pushed,
+    # whose command cannot reach the node either; then the agent registers
     (join_source,) = [s for s in stack.sources if s.function.logical_id == "NodeJoinFunction"]
     assert join_source.poll_once() == 1
     pushed(stack, NEWER, "2026-11-29T11:00:00Z", "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a")
     assert all(instance not in c.instance_ids for c in moto_commands())
     moto_patches.set_agent_registered(instance, True)
     stack.run_sources(timeout=60, between=simulator(stack).step)
-    _, images = table.node(instance)
-    assert {i["digest"]: i["state"] for i in images} == {NEWER: "cached"}
+    # Then the node got the newest digest
+    _, images = table.queries.node(instance)
+    assert {i.digest: i.state for i in images} == {NEWER: "cached"}
 
 
 def test_a_node_joining_while_a_push_is_in_flight_ends_with_the_newest_digest(join_stack, monkeypatch):
+    # Given a node whose agent is not registered yet, and a push that lands right after its
+    # join read the catalog
     stack = join_stack
     table = AuditTable(stack.output("AuditTable"))
     pushed(stack)
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
     moto_patches.set_agent_registered(instance, False)
-    original = AuditTable.current_images
+    original = Catalog.current_images
     calls = {"n": 0}
 
-    def racing(self: AuditTable, cluster: str):
+    def racing(self: Catalog, cluster: str):
         found = original(self, cluster)
         calls["n"] += 1
         if calls["n"] == 1:
@@ -218,11 +229,13 @@ def test_a_node_joining_while_a_push_is_in_flight_ends_with_the_newest_digest(jo
             moto_patches.set_agent_registered(instance, True)
         return found
 
-    monkeypatch.setattr(AuditTable, "current_images", racing)
+    monkeypatch.setattr(Catalog, "current_images", racing)
+    # When the node starts
     stack.put_events(state_event(instance, "running"))
     stack.run_sources(timeout=60, between=simulator(stack).step)
-    _, images = table.node(instance)
-    states = {i["digest"]: i["state"] for i in images}
+    # Then it ends with the newest digest, sent to it by the join (not by the push's tag target)
+    _, images = table.queries.node(instance)
+    states = {i.digest: i.state for i in images}
     assert states[NEWER] == "cached"
     assert all(instance not in c.instance_ids for c in moto_commands() if c.targets)
 
@@ -306,8 +319,8 @@ def test_an_event_failing_on_its_last_receive_is_recorded_and_kept_with_its_reas
     # Then it does not go to the dead-letter queue by the redrive policy with no word of why: the
     # node is recorded with the reason, and the event is kept in NodeJoinDLQ with it
     assert result == {"batchItemFailures": []}
-    node, _ = table.node(instance)
-    assert node["node_state"] == "failed" and "Rate exceeded" in node["reason"]
+    node, _ = table.queries.node(instance)
+    assert node.node_state == "failed" and "Rate exceeded" in node.reason
     (kept,) = stack.client("sqs").receive_message(QueueUrl=stack.queues["NodeJoinDLQ"], MessageAttributeNames=["All"])[
         "Messages"
     ]
@@ -330,10 +343,10 @@ def test_a_node_the_policy_does_not_allow_is_recorded_failed_at_once_and_warmed_
         stack.put_events(state_event(instance, "running"))
         stack.run_sources(timeout=60)
     # Then it is recorded failed at once (one try), with the tag it lacks
-    node, images = table.node(instance)
-    assert node["node_state"] == "failed"
-    assert "eks:cluster-name=ml-prod" in node["reason"] and "has neither tag" in node["reason"]
-    assert [(i["state"], "eks:cluster-name=ml-prod" in i["reason"]) for i in images] == [("failed", True)]
+    node, images = table.queries.node(instance)
+    assert node.node_state == "failed"
+    assert "eks:cluster-name=ml-prod" in node.reason and "has neither tag" in node.reason
+    assert [(i.state, "eks:cluster-name=ml-prod" in i.reason) for i in images] == [("failed", True)]
     assert [c for c in moto_commands() if instance in c.instance_ids] == []
     assert stack.queue_depth("NodeJoinQueue") == 0
     assert stack.queue_depth("NodeJoinDLQ") == 1
@@ -343,9 +356,9 @@ def test_a_node_the_policy_does_not_allow_is_recorded_failed_at_once_and_warmed_
 
     assert cli.main(["redrive", stack.queues["NodeJoinDLQ"]]) == 0
     stack.run_sources(timeout=60, between=simulator(stack).step)
-    node, images = table.node(instance)
-    assert node["node_state"] == "warm"
-    assert [i["state"] for i in images] == ["cached"]
+    node, images = table.queries.node(instance)
+    assert node.node_state == "warm"
+    assert [i.state for i in images] == ["cached"]
 
 
 def test_a_node_joining_a_cluster_of_many_long_named_images_gets_commands_whose_output_fits(join_stack):
@@ -363,7 +376,9 @@ def test_a_node_joining_a_cluster_of_many_long_named_images_gets_commands_whose_
         for n in range(50)
     ]
     for n, image in enumerate(images):
-        table.record_push(image, ("ml-prod",), pushed_at=datetime(2026, 11, 29, 10, n, tzinfo=UTC), event_id=f"e{n}")
+        table.catalog.record_push(
+            image, ("ml-prod",), pushed_at=datetime(2026, 11, 29, 10, n, tzinfo=UTC), event_id=f"e{n}"
+        )
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
     # When the node joins
     stack.put_events(state_event(instance, "running"))
@@ -371,10 +386,10 @@ def test_a_node_joining_a_cluster_of_many_long_named_images_gets_commands_whose_
     # Then it got them in several commands, and every image is recorded cached (none lost past a cut)
     sent = [c for c in moto_commands() if c.instance_ids == [instance]]
     assert len(sent) >= 2
-    _, records = table.node(instance)
-    assert sorted(r["state"] for r in records) == ["cached"] * 50
-    node, _ = table.node(instance)
-    assert node["node_state"] == "warm"
+    _, records = table.queries.node(instance)
+    assert sorted(r.state for r in records) == ["cached"] * 50
+    node, _ = table.queries.node(instance)
+    assert node.node_state == "warm"
     # And each command's worst-case output fits in what the agent keeps, which one for all would not
     from prefetcher import commands
 

@@ -124,28 +124,32 @@ def test_a_moved_tag_supersedes_the_old_digest_and_a_late_older_push_sends_nothi
     newer["id"] = "7b1f0e0a-1111-4222-8333-944455556666"
     newer["time"] = "2026-11-29T11:00:00Z"
     newer["detail"]["image-digest"] = "sha256:" + "e" * 64
-    # Given the newer push arrives first, then the older one (EventBridge does not order events)
+    # Given the newer push arrives first
     assert push(stack, newer)["action"] == "sent"
+    # When the older one arrives after it (EventBridge does not order events)
     late = push(stack)
     # Then the older digest is recorded as superseded and not sent to any node
     assert late["action"] == "superseded"
-    assert table.current_tag("ml/trainer", "v1.4.0")["digest"] == "sha256:" + "e" * 64
-    meta, _ = table.image("ml/trainer", DIGEST)
-    assert meta["superseded_by"] == "sha256:" + "e" * 64
+    assert table.queries.current_tag("ml/trainer", "v1.4.0").digest == "sha256:" + "e" * 64
+    meta, _ = table.queries.image("ml/trainer", DIGEST)
+    assert meta.superseded_by == "sha256:" + "e" * 64
     assert len(moto_commands()) == 2
 
 
 def test_a_tag_moving_forward_marks_the_previous_digest_superseded(stack):
     from prefetcher.store import AuditTable
 
+    # Given a push of the tag
     table = AuditTable(stack.output("AuditTable"))
     push(stack)
     newer = copy.deepcopy(PUSH)
     newer["id"] = "7b1f0e0a-1111-4222-8333-944455556667"
     newer["time"] = "2026-11-29T12:00:00Z"
     newer["detail"]["image-digest"] = "sha256:" + "f" * 64
+    # When a later push moves the tag to a new digest
     push(stack, newer)
-    meta, _ = table.image("ml/trainer", DIGEST)
-    assert meta["superseded_by"] == "sha256:" + "f" * 64
-    images, _ = table.cluster("ml-prod")
-    assert [i["digest"] for i in images] == ["sha256:" + "f" * 64]
+    # Then the previous digest is superseded and the cluster's current image is the new one
+    meta, _ = table.queries.image("ml/trainer", DIGEST)
+    assert meta.superseded_by == "sha256:" + "f" * 64
+    images, _ = table.queries.cluster("ml-prod")
+    assert [i.digest for i in images] == ["sha256:" + "f" * 64]

@@ -18,7 +18,7 @@ def test_an_audit_event_that_failed_until_its_command_was_recorded_is_redriven_a
     (instance,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"))
     stack.functions["ImagePushFunction"].invoke(copy.deepcopy(load_event("ecr-push-tagged.json")))
     (command,) = [c for c in moto_commands() if c.instance_ids]
-    record = table.get_command(command.command_id)
+    record = table.commands.get(command.command_id)
     # Given the command's record is missing (say, a bad deploy lost it) while its events arrive
     ddb = stack.client("dynamodb")
     ddb.delete_item(
@@ -37,7 +37,7 @@ def test_an_audit_event_that_failed_until_its_command_was_recorded_is_redriven_a
     stack.run_sources()
     assert stack.queue_depth("AuditDLQ") == 1
     # When the record is back, a dry run counts and explains, and a redrive moves it back
-    fresh.record_command(record)
+    fresh.commands.record(record)
     dlq = stack.queues["AuditDLQ"]
     capsys.readouterr()
     assert cli.main(["redrive", dlq, "--dry-run", "--output", "json"]) == 0
@@ -48,8 +48,8 @@ def test_an_audit_event_that_failed_until_its_command_was_recorded_is_redriven_a
     assert json.loads(capsys.readouterr().out)["moved"] == 1
     stack.run_sources()
     # Then the event is applied, and nothing is left behind
-    _, nodes = fresh.image("ml/trainer", command.parameters["Images"][0].rsplit("@", 1)[1])
-    assert [(n["instance_id"], n["state"]) for n in nodes] == [(instance, "cached")]
+    _, nodes = fresh.queries.image("ml/trainer", command.parameters["Images"][0].rsplit("@", 1)[1])
+    assert [(n.instance_id, n.state) for n in nodes] == [(instance, "cached")]
     assert stack.queue_depth("AuditDLQ") == 0
 
 

@@ -25,8 +25,8 @@ def simulator(stack, runner) -> NodeSimulator:
 
 
 def states(stack) -> dict[str, str]:
-    _, records = AuditTable(stack.output("AuditTable")).image("ml/trainer", DIGEST)
-    return {r["instance_id"]: r["state"] for r in records}
+    _, records = AuditTable(stack.output("AuditTable")).queries.image("ml/trainer", DIGEST)
+    return {r.instance_id: r.state for r in records}
 
 
 def test_a_rollout_in_ten_turns_reaches_every_node_before_the_command_expires(stack):

@@ -30,7 +30,7 @@ def test_a_second_try_after_a_crash_between_send_and_record_finds_the_command(re
     table, agent, target = ready
     # Given a try that claimed the send and sent it, then died before storing the command id
     tag = send_once.marker("push#e1#ml-prod")
-    table.claim_send("push#e1#ml-prod", datetime.now(UTC))
+    table.commands.claim_send("push#e1#ml-prod", datetime.now(UTC))
     from prefetcher import ssm
 
     first, _ = ssm.send_pull([IMAGE], agent, f"{tag} push", target=target)
@@ -71,10 +71,12 @@ def test_a_completed_send_is_never_repeated(ready):
 
 
 def test_a_push_retried_after_failing_between_clusters_sends_each_cluster_once(stack, monkeypatch):
-    from prefetcher.store import AuditTable as Table
+    from prefetcher.store.commands import Commands
 
+    # Given a push to two clusters whose first try dies after sending to ml-prod, before
+    # recording ml-batch's command
     launch(stack.client("ec2"), NodeSpec("ml-batch", "managed", "general"))
-    original = Table.record_command
+    original = Commands.record
     failed = {"done": False}
 
     def fail_once(self, command):
@@ -83,11 +85,13 @@ def test_a_push_retried_after_failing_between_clusters_sends_each_cluster_once(s
             raise RuntimeError("the function timed out here")
         return original(self, command)
 
-    monkeypatch.setattr(Table, "record_command", fail_once)
+    monkeypatch.setattr(Commands, "record", fail_once)
     push = copy.deepcopy(load_event("ecr-push-tagged.json"))
     with pytest.raises(RuntimeError):
         stack.functions["ImagePushFunction"].invoke(push)
+    # When the push is tried again
     result = stack.functions["ImagePushFunction"].invoke(push)
+    # Then each cluster got exactly one command
     assert result["action"] == "sent"
     clusters = sorted(c.targets[0]["Key"].rsplit("/", 1)[1] for c in moto_commands())
     assert clusters == ["ml-batch", "ml-prod"]

@@ -46,13 +46,13 @@ def test_real_pull_results_land_in_the_audit_table(stack, node_base):
     finally:
         nodes.stop()
     table = AuditTable(stack.output("AuditTable"))
-    _, pulled = table.image("ml/trainer", digest)
-    _, failed = table.image("ml/trainer", "sha256:" + "5" * 64)
+    _, pulled = table.queries.image("ml/trainer", digest)
+    _, failed = table.queries.image("ml/trainer", "sha256:" + "5" * 64)
     # Then every node's record carries the agent's own outcome, bytes, seconds and reason
-    assert {r["instance_id"] for r in pulled} == set(instances)
+    assert {r.instance_id for r in pulled} == set(instances)
     for record in pulled:
-        assert (record["state"], record["holds"]) == ("cached", True)
-        assert int(record["bytes"]) >= 2 * 1024 * 1024 and float(record["seconds"]) > 0
+        assert (record.state, record.holds) == ("cached", True)
+        assert int(record.bytes) >= 2 * 1024 * 1024 and float(record.seconds) > 0
     for record in failed:
-        assert record["state"] == "failed" and "not found" in record["reason"]
+        assert record.state == "failed" and "not found" in record.reason
     assert len(failed) == 2

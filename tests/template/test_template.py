@@ -51,12 +51,14 @@ def test_sam_validate_lint_is_clean():
 
 @pytest.mark.slow
 def test_sam_build_succeeds_without_docker(tmp_path):
+    # Given the template and the layer's sources
     build = tmp_path / "build"
+    # When `sam build` runs without Docker
     result = sam("build", "--build-dir", str(build), "--cache-dir", str(tmp_path / "cache"))
+    # Then it succeeds; the shared package and the arm64 build of pydantic-core are in the layer; botocore is not
     assert result.returncode == 0, result.stdout + result.stderr
     layer = build / "PrefetcherLayer" / "python"
-    # The shared package and the arm64 build of pydantic-core are in the layer; botocore is not
-    assert (layer / "prefetcher" / "store.py").exists()
+    assert (layer / "prefetcher" / "store" / "__init__.py").exists()
     assert list((layer / "pydantic_core").glob("*aarch64-linux-gnu.so"))
     assert not (layer / "botocore").exists()
     assert (build / "ImagePushFunction" / "app.py").exists()

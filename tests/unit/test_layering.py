@@ -32,5 +32,5 @@ def test_the_demo_prints_through_the_query_and_formatting_modules_not_through_ma
     # When it is imported
     loaded = loaded_after_importing("devtools.local_stack.demo")
     # Then it holds the CLI's query and formatting modules, and not the CLI's entry (no cycle)
-    assert {"prefetcher_cli.views", "prefetcher_cli.render"} <= loaded
+    assert {"prefetcher_cli.reports", "prefetcher_cli.output"} <= loaded
     assert "prefetcher_cli.main" not in loaded

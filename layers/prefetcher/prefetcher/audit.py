@@ -67,7 +67,7 @@ def writes_for_status(
         logger.info("status ignored", extra={"reason": reason, "event_id": event.id})
         return StatusWrites(event=event, updates=[], ignored=reason)
 
-    command = table.get_command(detail.command_id)
+    command = table.commands.get(detail.command_id)
     if command is None:
         raise CommandNotFoundError(
             f"command {detail.command_id} is not recorded (yet): the status event is early or the "
@@ -116,7 +116,7 @@ def send_again(writes: StatusWrites, images: list[ImageRef], settings: AuditSett
         state = NodeState.UNDELIVERABLE if isinstance(error, NodeNotReachableError) else NodeState.FAILED
         now = datetime.now(UTC)
         for image in images:
-            table.apply(
+            table.node_images.apply(
                 NodeImageUpdate(
                     image=image, instance_id=instance_id, cluster=command.cluster,
                     command_id=f"again-{command.command_id}", requested_at=now, state=state, observed_at=now,
@@ -140,7 +140,7 @@ def finish(writes: StatusWrites, written: list[bool], table: AuditTable, setting
     sent_again = send_again(writes, unreported, settings, table) if unreported else []
     if writes.command and writes.command.kind == "join" and updates and all(u.state.holds_image for u in updates):
         finished = max(u.finished_at or u.observed_at for u in updates)
-        if table.node_warm(writes.cluster, detail.instance_id, finished):
+        if table.nodes.warm(writes.cluster, detail.instance_id, finished):
             logger.info("node warm", extra={"instance_id": detail.instance_id, "cluster": writes.cluster})
     logger.debug(
         "status recorded",
@@ -163,7 +163,7 @@ def handle_status(
 ) -> AuditResult:
     """One status event, written at once (conditional UpdateItem per image)."""
     writes = writes_for_status(event, settings, table, get_invocation)
-    return finish(writes, [table.apply(u) for u in writes.updates], table, settings)
+    return finish(writes, [table.node_images.apply(u) for u in writes.updates], table, settings)
 
 
 @dataclass
@@ -220,7 +220,7 @@ def handle_batch(
             for message_id, _ in group:
                 outcome.errors[message_id] = failure
     try:
-        written = table.apply_many([u for _, p in ready for u in p.updates])
+        written = table.node_images.apply_many([u for _, p in ready for u in p.updates])
     except Exception as error:  # noqa: BLE001 - every message with a write is retried
         for group, p in ready:
             for message_id, _ in group:

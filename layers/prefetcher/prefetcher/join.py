@@ -74,10 +74,10 @@ def handle_state(
     instance_id, state = event.detail.instance_id, event.detail.state
     member = members.get(instance_id)
     if state in LEAVING:
-        cluster = member.cluster if member else table.node_cluster(instance_id)
+        cluster = member.cluster if member else table.nodes.cluster_of(instance_id)
         if not cluster:
             return JoinResult(action="ignored", reason=f"{instance_id} is not a known node")
-        left = table.node_left(cluster, instance_id, event.time, state)
+        left = table.nodes.left(cluster, instance_id, event.time, state)
         logger.info(
             "node left", extra={"instance_id": instance_id, "cluster": cluster, "state": state, "applied": left}
         )
@@ -89,9 +89,9 @@ def handle_state(
         logger.info("instance ignored", extra={"instance_id": instance_id, "reason": why_not})
         return JoinResult(action="ignored", reason=why_not)
 
-    if not table.node_joined(member.cluster, instance_id, member.node_group, member.kind, event.time):
+    if not table.nodes.joined(member.cluster, instance_id, member.node_group, member.kind, event.time):
         return JoinResult(action="stale", reason="a newer state of this node is recorded")
-    images = table.current_images(member.cluster)
+    images = table.catalog.current_images(member.cluster)
     if not images:
         logger.info("node joined; no current images for its cluster", extra={"instance_id": instance_id})
         return JoinResult(action="joined", reason=f"no current images for cluster {member.cluster}")
@@ -131,7 +131,7 @@ def handle_state(
     # A push may have changed the catalog while this node was joining: send what is missing
     # (a push that records its image after this read reaches the node itself, as the node is
     # now registered).
-    latest = table.current_images(member.cluster)
+    latest = table.catalog.current_images(member.cluster)
     missing = [image for image in latest if image not in images]
     if missing:
         commands += send_images(
@@ -165,7 +165,7 @@ def give_up_on(
     member = members.get(event.detail.instance_id)
     if member is not None and event.detail.state == "running" and not why_not_targeted(member, settings):
         try:
-            table.node_undeliverable(member.cluster, event.detail.instance_id, why, state=str(NodeState.FAILED))
+            table.nodes.undeliverable(member.cluster, event.detail.instance_id, why, state=str(NodeState.FAILED))
         except Exception as error:  # noqa: BLE001 - the event still goes to the DLQ with its reason
             logger.warning("could not record the node", extra={"reason": str(error)})
     give_up(why, "NodeEventFailed")
@@ -198,9 +198,9 @@ def record_not_warmed(
     state: NodeState,
 ) -> None:
     """The node and each image it was to get, recorded with why it did not get them."""
-    table.node_undeliverable(cluster, instance_id, reason, state=str(state))
+    table.nodes.undeliverable(cluster, instance_id, reason, state=str(state))
     for image in images:
-        table.apply(
+        table.node_images.apply(
             NodeImageUpdate(
                 image=image, instance_id=instance_id, cluster=cluster, command_id=f"join-{event.id}",
                 requested_at=event.time, state=state, observed_at=datetime.now(event.time.tzinfo),

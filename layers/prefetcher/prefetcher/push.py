@@ -85,7 +85,7 @@ def dispatch_to_target(
         table, f"push#{event_id}#{label}", [image], settings.agent, comment, target=target,
         turns=rollout_turns(target, settings),
     )  # fmt: skip
-    table.record_command(
+    table.commands.record(
         CommandRecord(
             command_id=command_id,
             kind="push",
@@ -117,7 +117,7 @@ def handle_push(
         return PushResult(action="ignored", reason=decision.reason)
 
     image = event.image
-    outcome = table.record_push(
+    outcome = table.catalog.record_push(
         image,
         decision.clusters,
         pushed_at=event.time,

@@ -20,7 +20,6 @@ from prefetcher.eks_tags import CommandTarget
 from prefetcher.refs import ImageRef
 from prefetcher.settings import AgentSettings
 from prefetcher.store import AuditTable, CommandRecord
-from prefetcher.timestamps import parse_iso
 
 LOOKBACK = timedelta(minutes=10)
 
@@ -44,19 +43,19 @@ def send_once(
     """The command id and requested time of the one command for `key`, sending it if needed
     (for a rollout of `turns`: ssm.command_timeout)."""
     now = datetime.now(UTC)
-    claim = table.claim_send(key, now)
-    if claim is not None and claim.get("command_id"):
-        return str(claim["command_id"]), parse_iso(claim["requested_at"])
+    claim = table.commands.claim_send(key, now)
+    if claim is not None and claim.sent is not None:
+        return claim.sent
     tag = marker(key)
     if claim is not None:
-        found = ssm.find_command(agent.document_name, tag, since=parse_iso(claim["claimed_at"]) - LOOKBACK)
+        found = ssm.find_command(agent.document_name, tag, since=claim.claimed_at - LOOKBACK)
         if found is not None:
-            table.complete_send(key, *found)
+            table.commands.complete_send(key, *found)
             return found
     command_id, requested_at = ssm.send_pull(
         images, agent, f"{tag} {comment}", target=target, instance_ids=instance_ids, marker=tag, turns=turns
     )
-    table.complete_send(key, command_id, requested_at)
+    table.commands.complete_send(key, command_id, requested_at)
     return command_id, requested_at
 
 
@@ -82,7 +81,7 @@ def send_to_node(
         command_id, requested_at = send_once(
             table, f"{key}#{instance_id}#{digests}", chunk, agent, comment, instance_ids=[instance_id]
         )
-        table.record_command(
+        table.commands.record(
             CommandRecord(
                 command_id=command_id, kind=kind, cluster=cluster, images=tuple(chunk), requested_at=requested_at,
                 event_id=event_id, instance_id=instance_id, target=f"InstanceIds={instance_id}", attempt=attempt,

@@ -2,7 +2,8 @@
 
 Pure: no AWS calls. The audit function uses it to turn a status event (plus, for a finished
 invocation, what GetCommandInvocation returned, read by agent_output.py) into one update per
-image (`updates_for_status`); the conditional write in store.py enforces the same ordering in
+image (`updates_for_status`); the conditional write in
+store/node_images.py enforces the same ordering in
 DynamoDB.
 """
 

@@ -1,5 +1,6 @@
-"""The answers the CLI gives, built from audit-table queries (every one a Query, never a Scan)
-into plain dicts that render as a table or as JSON."""
+"""The answers the CLI gives, built from the audit table's queries (`AuditTable.queries`: every
+one a Query, never a Scan; typed rows) into plain dicts that output.py shows as a table or as
+JSON."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from prefetcher import refs
 from prefetcher.errors import ImageNotFoundError, PrefetcherError
 from prefetcher.states import NodeState
-from prefetcher.store import AuditTable
+from prefetcher.store import AuditTable, NodeImageRow, NodeRow
 from prefetcher.timestamps import parse_iso
 
 STATE_ORDER = [str(state) for state in NodeState]
@@ -48,10 +49,10 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: amount})
 
 
-def _time_to_cached(node: dict[str, Any]) -> float | None:
-    if not node.get("holds") or not node.get("finished_at") or not node.get("requested_at"):
+def _time_to_cached(record: NodeImageRow) -> float | None:
+    if not record.holds or not record.finished_at or not record.requested_at:
         return None
-    return max(0.0, (parse_iso(node["finished_at"]) - parse_iso(node["requested_at"])).total_seconds())
+    return max(0.0, (parse_iso(record.finished_at) - parse_iso(record.requested_at)).total_seconds())
 
 
 def _percentile(values: list[float], share: float) -> float | None:
@@ -62,19 +63,32 @@ def _percentile(values: list[float], share: float) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[int(share * 100) - 1], 3)
 
 
-def _node_row(item: dict[str, Any]) -> dict[str, Any]:
+def _node_row(record: NodeImageRow) -> dict[str, Any]:
     return {
-        "instance_id": item["instance_id"],
-        "cluster": item.get("cluster", ""),
-        "state": item["state"],
-        "holds_image": bool(item.get("holds", False)),
-        "reason": item.get("reason", ""),
-        "requested_at": item.get("requested_at"),
-        "started_at": item.get("started_at"),
-        "finished_at": item.get("finished_at"),
-        "seconds": float(item["seconds"]) if item.get("seconds") is not None else None,
-        "bytes": int(item["bytes"]) if item.get("bytes") is not None else None,
-        "command_id": item.get("command_id"),
+        "instance_id": record.instance_id,
+        "cluster": record.cluster or "",
+        "state": record.state,
+        "holds_image": bool(record.holds),
+        "reason": record.reason or "",
+        "requested_at": record.requested_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "seconds": record.seconds,
+        "bytes": record.bytes,
+        "command_id": record.command_id,
+    }
+
+
+def _image_row(record: NodeImageRow) -> dict[str, Any]:
+    return {
+        "image": f"{record.repository}@{record.digest}",
+        "tag": record.tag or None,
+        "state": record.state,
+        "holds_image": bool(record.holds),
+        "reason": record.reason or "",
+        "finished_at": record.finished_at,
+        "seconds": record.seconds,
+        "bytes": record.bytes,
     }
 
 
@@ -82,12 +96,11 @@ def status(table: AuditTable, image: str) -> dict[str, Any]:
     repository, tag, digest = parse_image(image)
     pushed_tag = None
     if not digest:
-        current = table.current_tag(repository, tag)
-        if current is None:
+        pushed_tag = table.queries.current_tag(repository, tag)
+        if pushed_tag is None:
             raise ImageNotFoundError(f"no push of {repository}:{tag} is recorded in table {table.table_name}")
-        digest = current["digest"]
-        pushed_tag = current
-    meta, nodes = table.image(repository, digest)
+        digest = pushed_tag.digest
+    meta, nodes = table.queries.image(repository, digest)
     if meta is None and not nodes:
         raise ImageNotFoundError(f"no image {repository}@{digest} is recorded in table {table.table_name}")
     rows = sorted((_node_row(n) for n in nodes), key=lambda r: (r["cluster"], r["instance_id"]))
@@ -98,10 +111,10 @@ def status(table: AuditTable, image: str) -> dict[str, Any]:
         "repository": repository,
         "tag": tag or None,
         "digest": digest,
-        "registry": (meta or {}).get("registry") or (pushed_tag or {}).get("registry"),
-        "tags": sorted((meta or {}).get("tags", [])),
-        "pushed_at": (pushed_tag or meta or {}).get("pushed_at") or (meta or {}).get("first_pushed_at"),
-        "superseded_by": (meta or {}).get("superseded_by"),
+        "registry": (meta.registry if meta else None) or (pushed_tag.registry if pushed_tag else None),
+        "tags": sorted(meta.tags) if meta else [],
+        "pushed_at": (pushed_tag.pushed_at if pushed_tag else None) or (meta.first_pushed_at if meta else None),
+        "superseded_by": meta.superseded_by if meta else None,
         "summary": dict(sorted(Counter(r["state"] for r in rows).items(), key=lambda kv: STATE_ORDER.index(kv[0]))),
         "first_done_at": finished[0] if finished else None,
         "last_done_at": finished[-1] if finished else None,
@@ -113,90 +126,73 @@ def status(table: AuditTable, image: str) -> dict[str, Any]:
 def node(table: AuditTable, instance_id: str) -> dict[str, Any]:
     if not re.fullmatch(r"(i|mi)-[0-9a-f]{8,17}", instance_id):
         raise UsageError(f"{instance_id!r} is not an EC2 instance id (i-0123456789abcdef0)")
-    item, images = table.node(instance_id)
-    if item is None and not images:
+    found, images = table.queries.node(instance_id)
+    if found is None and not images:
         raise ImageNotFoundError(f"node {instance_id} is not recorded in table {table.table_name}")
-    item = item or {}
+    item = found or NodeRow(instance_id=instance_id)
     return {
         "instance_id": instance_id,
-        "cluster": item.get("cluster") or (images[0].get("cluster") if images else None),
-        "node_group": item.get("node_group"),
-        "state": item.get("node_state"),
-        "reason": item.get("reason"),
-        "first_seen_at": item.get("first_seen_at"),
-        "joined_at": item.get("joined_at"),
-        "left_at": item.get("left_at"),
-        "warm_at": item.get("warm_at"),
-        "warm_seconds": float(item["warm_seconds"]) if item.get("warm_seconds") is not None else None,
-        "images": sorted(
-            (
-                {
-                    "image": f"{i['repository']}@{i['digest']}",
-                    "tag": i.get("tag") or None,
-                    "state": i["state"],
-                    "holds_image": bool(i.get("holds", False)),
-                    "reason": i.get("reason", ""),
-                    "finished_at": i.get("finished_at"),
-                    "seconds": float(i["seconds"]) if i.get("seconds") is not None else None,
-                    "bytes": int(i["bytes"]) if i.get("bytes") is not None else None,
-                }
-                for i in images
-            ),
-            key=lambda row: row["image"],
-        ),
+        "cluster": item.cluster or (images[0].cluster if images else None),
+        "node_group": item.node_group,
+        "state": item.node_state,
+        "reason": item.reason,
+        "first_seen_at": item.first_seen_at,
+        "joined_at": item.joined_at,
+        "left_at": item.left_at,
+        "warm_at": item.warm_at,
+        "warm_seconds": item.warm_seconds,
+        "images": sorted((_image_row(i) for i in images), key=lambda row: row["image"]),
+    }
+
+
+def _node_list_row(node: NodeRow) -> dict[str, Any]:
+    return {
+        "instance_id": node.instance_id,
+        "node_group": node.node_group,
+        "state": node.node_state or "seen",
+        "joined_at": node.joined_at or node.first_seen_at,
+        "warm_at": node.warm_at,
+        "warm_seconds": node.warm_seconds,
     }
 
 
 def coverage(table: AuditTable, cluster: str | None = None) -> dict[str, Any]:
-    clusters = [cluster] if cluster else table.clusters()
+    clusters = [cluster] if cluster else table.queries.clusters()
     result = []
     for name in clusters:
-        images, nodes = table.cluster(name)
+        images, nodes = table.queries.cluster(name)
         # Live nodes: those that joined (and have not left), and those that got a command (a node
         # that leaves leaves both indexes).
-        per_image = {(i["repository"], i["digest"]): table.coverage(name, i["repository"], i["digest"]) for i in images}
-        live = {n["instance_id"] for n in nodes} | {r["instance_id"] for rs in per_image.values() for r in rs}
+        per_image = {(i.repository, i.digest): table.queries.coverage(name, i.repository, i.digest) for i in images}
+        live = {n.instance_id for n in nodes} | {r.instance_id for rs in per_image.values() for r in rs}
         rows = []
-        for image in sorted(images, key=lambda i: (i["repository"], i["tag"])):
-            records = per_image[(image["repository"], image["digest"])]
-            counts = Counter(r["state"] for r in records)
-            holding = sum(1 for r in records if r.get("holds"))
+        for image in sorted(images, key=lambda i: (i.repository, i.tag)):
+            records = per_image[(image.repository, image.digest)]
+            counts = Counter(r.state for r in records)
+            holding = sum(1 for r in records if r.holds)
             rows.append(
                 {
-                    "image": f"{image['repository']}:{image['tag']}",
-                    "digest": image["digest"],
-                    "pushed_at": image.get("pushed_at"),
+                    "image": f"{image.repository}:{image.tag}",
+                    "digest": image.digest,
+                    "pushed_at": image.pushed_at,
                     "nodes": len(live),
                     "holding": holding,
                     "percent": round(100 * holding / len(live), 1) if live else 0.0,
                     "states": dict(sorted(counts.items(), key=lambda kv: STATE_ORDER.index(kv[0]))),
                 }
             )
-        warm_times = [float(n["warm_seconds"]) for n in nodes if n.get("warm_seconds") is not None]
+        warm_times = [n.warm_seconds for n in nodes if n.warm_seconds is not None]
         result.append(
             {
                 "cluster": name,
                 "nodes": len(live),
                 "node_states": dict(
-                    Counter(n.get("node_state", "seen") for n in nodes)
-                    + Counter(seen=len(live - {n["instance_id"] for n in nodes}))
+                    Counter(n.node_state or "seen" for n in nodes)
+                    + Counter(seen=len(live - {n.instance_id for n in nodes}))
                 ),
                 "time_to_warm_seconds": {"p50": _percentile(warm_times, 0.5), "p95": _percentile(warm_times, 0.95)},
                 "images": rows,
-                "node_list": sorted(
-                    (
-                        {
-                            "instance_id": n["instance_id"],
-                            "node_group": n.get("node_group"),
-                            "state": n.get("node_state", "seen"),
-                            "joined_at": n.get("joined_at") or n.get("first_seen_at"),
-                            "warm_at": n.get("warm_at"),
-                            "warm_seconds": float(n["warm_seconds"]) if n.get("warm_seconds") is not None else None,
-                        }
-                        for n in nodes
-                    ),
-                    key=lambda row: row["instance_id"],
-                ),
+                "node_list": sorted((_node_list_row(n) for n in nodes), key=lambda row: row["instance_id"]),
             }
         )
     if cluster and not result[0]["images"] and not result[0]["nodes"]:
@@ -206,18 +202,18 @@ def coverage(table: AuditTable, cluster: str | None = None) -> dict[str, Any]:
 
 def failures(table: AuditTable, since: timedelta, cluster: str | None = None) -> dict[str, Any]:
     start = datetime.now(UTC) - since
-    items = [i for i in table.failures(start) if not cluster or i.get("cluster") == cluster]
+    found = [r for r in table.queries.failures(start) if not cluster or r.cluster == cluster]
     rows = [
         {
-            "finished_at": i.get("finished_at"),
-            "cluster": i.get("cluster"),
-            "instance_id": i["instance_id"],
-            "image": f"{i['repository']}@{i['digest']}",
-            "tag": i.get("tag") or None,
-            "state": i["state"],
-            "reason": i.get("reason", ""),
+            "finished_at": r.finished_at,
+            "cluster": r.cluster,
+            "instance_id": r.instance_id,
+            "image": f"{r.repository}@{r.digest}",
+            "tag": r.tag or None,
+            "state": r.state,
+            "reason": r.reason or "",
         }
-        for i in items
+        for r in found
     ]
     reasons = Counter((r["state"], r["reason"]) for r in rows)
     return {
