@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import copy
 import json
+from typing import Any
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
-from prefetcher import clients
 from prefetcher.store import AuditTable
 
 from devtools.local_stack import iam
+from devtools.local_stack.aws_calls import hooked_clients
 from devtools.local_stack.ec2_fleet import NodeSpec, launch
 from devtools.local_stack.node_simulator import NodeSimulator, simulated_agent
 from tests.helpers import CallCounter, load_event, moto_commands
@@ -101,19 +102,14 @@ def test_a_push_whose_answer_was_lost_finds_its_command_with_list_commands(stack
         if lost["n"] == 1:
             raise ReadTimeoutError(endpoint_url="https://ssm.us-east-1.amazonaws.com")
 
-    clients.reset()
-    remove = clients.on_create(
-        lambda service, client: (
-            client.meta.events.register("after-call.ssm.SendCommand", lose_answer) if service == "ssm" else None
-        )
-    )
+    def attach(service: str, client: Any) -> None:
+        if service == "ssm":
+            client.meta.events.register("after-call.ssm.SendCommand", lose_answer)
+
     start = len(iam.calls)
-    try:
+    with hooked_clients(attach):
         # When the push function sends to both clusters
         result = stack.functions["ImagePushFunction"].invoke(copy.deepcopy(PUSH))
-    finally:
-        remove()
-        clients.reset()
     # Then it looked the command up (ssm:ListCommands, allowed on "*") instead of sending twice
     assert result["action"] == "sent"
     assert [c.resource for c in checked("ImagePushFunction", start) if c.action == "ssm:ListCommands"] == ["*"]

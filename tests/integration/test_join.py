@@ -7,7 +7,6 @@ import copy
 import json
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -16,6 +15,7 @@ from prefetcher.store import AuditTable
 from prefetcher.store.catalog import Catalog
 
 from devtools.local_stack import iam, moto_patches
+from devtools.local_stack.aws_calls import hooked_clients
 from devtools.local_stack.ec2_fleet import NodeSpec, launch
 from devtools.local_stack.lambda_runtime import sqs_event
 from devtools.local_stack.node_simulator import NodeSimulator, simulated_agent
@@ -249,20 +249,13 @@ SCALE = 0.1
 DESIGN_LATENCY = 1.0
 
 
-@contextmanager
 def slow_calls(seconds: float):
-    from prefetcher import clients
+    """Every AWS call the functions make in the block takes `seconds` longer."""
 
     def attach(_service, client):
         client.meta.events.register("before-send", lambda **_: time.sleep(seconds))
 
-    clients.reset()
-    remove = clients.on_create(attach)
-    try:
-        yield
-    finally:
-        remove()
-        clients.reset()
+    return hooked_clients(attach)
 
 
 def batch_size(stack, function_id: str) -> int:
