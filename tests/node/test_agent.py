@@ -537,6 +537,8 @@ def hostile_parameters(registry: servers.Registry, pushed: dict[str, Pushed]) ->
             {"Images": good, "Parallelism": value},
             {"Images": good, "PullTimeoutSeconds": value},
             {"Images": good, "CleanupSuperseded": value},
+            {"Images": good, "Mode": value},
+            {"Images": good, "PinImages": value},
         ]
     return cases
 
