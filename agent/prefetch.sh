@@ -14,7 +14,8 @@
 # without quotes or backslashes, at most MAX_ERROR bytes. Exit code 0 only if no image failed.
 # Mode=inventory pulls nothing: one line per image (the Images given, then every image this tool
 # delivered), outcome "present" or "absent", then one line
-#   {"disk":{"path","free_bytes","total_bytes","more"}}
+#   {"disk":{"path","free_bytes","total_bytes","more"} }   (without the space: no double braces
+# in this script, which SSM could take for a parameter)
 # where more counts the images left out to stay within what the SSM agent keeps.
 # Progress and diagnostics go to stderr, a few short lines per image.
 #
@@ -796,7 +797,7 @@ disk_line() {
   else
     log "cannot read the free space of $containerd_root"
   fi
-  printf '{"disk":{"path":"%s","free_bytes":%d,"total_bytes":%d,"more":%d}}\n' "$(clean_text "$containerd_root")" "$free" "$total" "$more"
+  printf '{"disk":{"path":"%s","free_bytes":%d,"total_bytes":%d,"more":%d}%s\n' "$(clean_text "$containerd_root")" "$free" "$total" "$more" '}'
 }
 
 # --- main --------------------------------------------------------------------------------------

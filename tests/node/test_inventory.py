@@ -11,9 +11,10 @@ import pytest
 from prefetcher import commands, refs
 from pydantic import BaseModel, ConfigDict, Field
 
-from devtools.local_stack import containerd_nodes, oci_images, servers, ssm_agent
+from devtools.local_stack import containerd_nodes, oci_images, ssm_agent
 from devtools.local_stack.template_resolver import load
-from tests.node.test_agent import CANARY, Pushed, fatal_reason, item, pushed  # noqa: F401 (a fixture)
+from tests.node.conftest import Pushed
+from tests.node.test_agent import CANARY, fatal_reason, item
 
 pytestmark = pytest.mark.node  # a real containerd and registry (needs root)
 
@@ -101,9 +102,7 @@ def test_inventory_finds_an_image_removed_behind_the_agents_back_absent_and_anot
     assert f"{registry.host}/ml/small@{small.digest}" not in containerd.images()
 
 
-def test_inventory_also_reports_the_images_it_delivered_that_are_no_longer_current(
-    agent, registry, pushed, containerd
-):
+def test_inventory_also_reports_the_images_it_delivered_that_are_no_longer_current(agent, registry, pushed, containerd):
     # Given the agent delivered an image that the cluster no longer names
     small, other = pushed["small"], pushed["other"]
     agent([item(registry, small)])
