@@ -9,9 +9,14 @@
 # Result contract (prefetcher/commands.py bounds its size; the SSM agent keeps only the first
 # 24,000 characters of stdout and 8,000 of stderr): on stdout, one JSON line per image, printed as
 # soon as that image is done (a run stopped at the execution timeout keeps what it printed),
-#   {"image","digest","tag","outcome":"pulled|present|skipped-disk|failed","bytes","seconds","error"}
+#   {"image","digest","tag","outcome":"pulled|present|skipped-disk|failed","bytes","seconds","error","pinned"}
 # or, when nothing can be pulled at all, one line {"fatal":"<why>"}; errors are printable ASCII
 # without quotes or backslashes, at most MAX_ERROR bytes. Exit code 0 only if no image failed.
+# Mode=inventory pulls nothing: one line per image (the Images given, then every image this tool
+# delivered), outcome "present" or "absent", then one line
+#   {"disk":{"path","free_bytes","total_bytes","more"} }   (without the space: no double braces
+# in this script, which SSM could take for a parameter)
+# where more counts the images left out to stay within what the SSM agent keeps.
 # Progress and diagnostics go to stderr, a few short lines per image.
 #
 # Settings of the node, not of the command (root sets them, SSM cannot):
@@ -30,13 +35,26 @@ umask 077
 export LC_ALL=C
 
 readonly NAMESPACE=k8s.io
+# Labels on containerd image records. MARK_LABEL: pulled by this agent (CleanupSuperseded only
+# removes those). DELIVERED_LABEL: pulled or found present by this agent, with when (inventory
+# reports every image that has it). PIN_LABEL: the CRI plugin's pin, which the kubelet's image GC
+# skips (docs/node-agent.md: which versions honour it); OWN_PIN_LABEL beside it marks a pin this
+# agent set, the only pins it ever removes.
 readonly MARK_LABEL=eks-image-prefetcher/pulled
+readonly DELIVERED_LABEL=eks-image-prefetcher/delivered
+readonly PIN_LABEL=io.cri-containerd.pinned
+readonly PIN_VALUE=pinned
+readonly OWN_PIN_LABEL=eks-image-prefetcher/pinned
 readonly MAX_IMAGES=50
 readonly MAX_ERROR=300
 readonly PULL_ATTEMPTS=3
 # Room for unpacking: a layer's compressed blob stays in the content store and its unpacked
 # snapshot takes (for typical images) about twice as much again.
 readonly UNPACK_FACTOR=2
+# Inventory: the result lines stop short of what the SSM agent keeps of stdout (24,000 characters,
+# less its 20-character cut suffix), leaving room for the disk line (at most DISK_LINE_MAX).
+readonly STDOUT_KEEP=23980
+readonly DISK_LINE_MAX=$((100 + MAX_ERROR))
 # Keep in step with prefetcher/refs.py (tests/unit/test_document.py checks it).
 readonly REGISTRY_RE='[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?'
 readonly REPOSITORY_RE='[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*'
@@ -51,7 +69,7 @@ readonly host_run=${PREFETCH_HOST_RUN_DIR:-/run/eks-image-prefetcher}
 readonly tmp_base=${TMPDIR:-/tmp}
 
 # The steps share the run's state in globals, each set once by the step that owns it:
-#   read_parameters   items min_free_mib parallelism pull_timeout cleanup
+#   read_parameters   items min_free_mib parallelism pull_timeout cleanup mode pin_images
 #   reach_containerd  bottlerocket ctr_cmd node_arch
 #   make_workdir      workdir host_workdir hosts_dir
 #   pull_all          status (1 once an image failed)
@@ -88,12 +106,17 @@ read_parameters() {
   parallelism=${SSM_Parallelism:-3}
   pull_timeout=${SSM_PullTimeoutSeconds:-1800}
   cleanup=${SSM_CleanupSuperseded:-false}
+  # Unset: the default; set but empty: rejected.
+  mode=${SSM_Mode-pull}
+  pin_images=${SSM_PinImages-true}
 
   [ "${#images_param}" -le 32000 ] || fail_input "Images is longer than 32000 characters"
   [[ $min_free_mib =~ ^[0-9]{1,8}$ ]] || fail_input "MinFreeDiskMiB must be a whole number of MiB"
   [[ $parallelism =~ ^([1-9]|1[0-6])$ ]] || fail_input "Parallelism must be 1 to 16"
   [[ $pull_timeout =~ ^[1-9][0-9]{1,4}$ ]] || fail_input "PullTimeoutSeconds must be 10 to 99999"
   [[ $cleanup =~ ^(true|false)$ ]] || fail_input "CleanupSuperseded must be true or false"
+  [[ $mode =~ ^(pull|inventory)$ ]] || fail_input "Mode must be pull or inventory"
+  [[ $pin_images =~ ^(true|false)$ ]] || fail_input "PinImages must be true or false"
   min_free_mib=$((10#$min_free_mib))
   parallelism=$((10#$parallelism))
   pull_timeout=$((10#$pull_timeout))
@@ -137,7 +160,11 @@ parse_item() {
 prepare() {
   reach_containerd
   make_workdir
-  log "${#items[@]} image(s), parallelism ${parallelism}, ${min_free_mib} MiB minimum free, platform linux/${node_arch}"
+  if [ "$mode" = inventory ]; then
+    log "inventory of ${#items[@]} current image(s) and every image this tool delivered, pins ${pin_images}, platform linux/${node_arch}"
+  else
+    log "${#items[@]} image(s), parallelism ${parallelism}, ${min_free_mib} MiB minimum free, pins ${pin_images}, platform linux/${node_arch}"
+  fi
 }
 
 # Bottlerocket runs the SSM agent in its control container, which sees none of the host's files.
@@ -288,6 +315,7 @@ json_paths() {
 }
 
 now() { date +%s.%N; }
+iso_now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 free_mib() { on_host df -Pk -- "$containerd_root" 2>/dev/null | awk 'NR == 2 && $4 ~ /^[0-9]+$/ { printf "%d", $4 / 1024 }'; }
 # The last line of a command's errors, without ctr's "ctr: " prefix.
@@ -418,7 +446,7 @@ print_done() {
 # One image, in a background job: its result line on stdout. The steps below read and set
 # pull_one's locals: outcome, error and bytes, for the image pinned (registry/repo@digest).
 pull_one() {
-  local registry repo tag digest pinned started existing outcome=pulled error='' bytes=0
+  local registry repo tag digest pinned started existing outcome=pulled error='' bytes=0 pin_state=false
   local pull_log="$workdir/pull.$BASHPID.log" fetch_errors="$workdir/fetch.$BASHPID.err"
   local tag_errors="$workdir/tag.$BASHPID.err"
   parse_item "$1"
@@ -430,14 +458,15 @@ pull_one() {
     pull_with_retries
   fi
   tag_image
+  mark_image
   report_image
 }
 
 # The name of an image in the namespace with this target digest, complete and unpacked (the
 # kubelet may have pulled it under its tag, or only its CRI id may be left).
-present_ref() {
-  ctr_ns images check 2>/dev/null | awk -v d="$1" '
-    NR > 1 && $3 == d && $4 == "complete" && $NF == "true" { print $1; found = 1; exit } END { exit !found }'
+present_ref() { ctr_ns images check 2>/dev/null | complete_ref "$1"; }
+complete_ref() {
+  awk -v d="$1" 'NR > 1 && $3 == d && $4 == "complete" && $NF == "true" { print $1; found = 1; exit } END { exit !found }'
 }
 
 # Present under the name given: name it by digest too (locally, no registry call; the tag is set
@@ -566,16 +595,81 @@ tag_image() {
   fi
 }
 
+# Delivered (pulled or present, and tagged): labelled with when, and pinned against the kubelet's
+# image GC (PinImages), in one label update of the digest-named record. A record that carries the
+# CRI pin without this agent's label was pinned by someone else: left exactly as it is.
+mark_image() {
+  local labels
+  [ "$outcome" = pulled ] || [ "$outcome" = present ] || return 0
+  labels=("$DELIVERED_LABEL=$(iso_now)")
+  if [ "$pin_images" = true ] && ! record_has_label "$pinned" "$PIN_LABEL=$PIN_VALUE"; then
+    labels+=("$PIN_LABEL=$PIN_VALUE" "$OWN_PIN_LABEL=true")
+  fi
+  ctr_ns images label "$pinned" "${labels[@]}" >/dev/null 2>"$tag_errors" ||
+    log "labelling $pinned failed: $(last_line "$tag_errors")"
+  digest_pinned "$digest" && pin_state=true
+}
+
 report_image() {
-  printf '{"image":"%s","digest":"%s","tag":"%s","outcome":"%s","bytes":%d,"seconds":%s,"error":"%s"}\n' \
-    "$pinned" "$digest" "$tag" "$outcome" "${bytes:-0}" "$(elapsed "$started" "$(now)")" "$(clean_text "$error")"
+  printf '{"image":"%s","digest":"%s","tag":"%s","outcome":"%s","bytes":%d,"seconds":%s,"error":"%s","pinned":%s}\n' \
+    "$pinned" "$digest" "$tag" "$outcome" "${bytes:-0}" "$(elapsed "$started" "$(now)")" "$(clean_text "$error")" "$pin_state"
+}
+
+# Whether the image record of this name carries the label key=value.
+record_has_label() {
+  [ -n "$(ctr_ns images ls -q "name==$1,labels.\"${2%%=*}\"==${2#*=}" 2>/dev/null)" ]
+}
+
+# Whether an image with this target digest carries the CRI pin, under any of its names (the CRI
+# plugin pins the image if one of its names is pinned).
+digest_pinned() {
+  [ -n "$(ctr_ns images ls -q "target.digest==$1,labels.\"$PIN_LABEL\"==$PIN_VALUE" 2>/dev/null)" ]
+}
+
+# Remove this agent's pin from a record (never a pin it did not set: only records with its own
+# label come here).
+unpin() {
+  if ctr_ns images label "$1" "$PIN_LABEL=" "$OWN_PIN_LABEL=" >/dev/null 2>&1; then
+    log "unpinned $1 ($2)"
+  else
+    log "unpinning $1 failed"
+  fi
 }
 
 # --- 5. finish ---------------------------------------------------------------------------------
 
 finish() {
+  unpin_superseded
   [ "$cleanup" = true ] && cleanup_superseded
   exit "$status"
+}
+
+# The pins this agent set on other digests of the repositories just pulled, where no tag names
+# that digest any more (the tag moved to the new one) and it is not one of this command's images:
+# superseded, so unpinned (whatever PinImages says: they are this agent's own pins).
+unpin_superseded() {
+  local item registry repo tag digest images ours name target current=' ' done=' '
+  images=$(ctr_ns images ls 2>/dev/null) || return 0
+  ours=$(printf '%s\n' "$images" | awk -v label="$OWN_PIN_LABEL=true" 'NR > 1 && index($0, label) > 0 { print $1 "\t" $3 }')
+  [ -n "$ours" ] || return 0
+  for item in "${items[@]}"; do
+    parse_item "$item"
+    current+="$registry/$repo@$digest "
+  done
+  for item in "${items[@]}"; do
+    parse_item "$item"
+    [ -n "$tag" ] || continue
+    while IFS=$'\t' read -r name target; do
+      if [ "${name%@*}" != "$registry/$repo" ] || [[ $current == *" $name "* ]] || [[ $done == *" $name "* ]]; then
+        continue
+      fi
+      if printf '%s\n' "$images" | awk -v t="$target" 'NR > 1 && $3 == t { print $1 }' | grep -v '@' | grep -qv '^sha256:'; then
+        continue
+      fi
+      unpin "$name" "superseded by $registry/$repo:$tag@$digest"
+      done+="$name "
+    done <<<"$ours"
+  done
 }
 
 # Opt-in (CleanupSuperseded): superseded digests this agent pulled, that nothing uses.
@@ -608,14 +702,115 @@ cleanup_superseded() {
   done
 }
 
+# --- Mode=inventory: what is on this node, nothing pulled ---------------------------------------
+
+# One line per image, printed as soon as it is known: each of the Images given (the cluster's
+# current images), then every other image this agent delivered that is still here (its label,
+# on a digest-named record); then the disk line, and exit 0. No registry is called. Pins first:
+# this agent's pins on other digests of the repositories given are removed (all of its pins with
+# PinImages=false); a current image that is present is pinned as after a pull (PinImages=true).
+# The lines stop short of what the SSM agent keeps: the images left out are counted in `more`.
+inventory() {
+  local checks images item registry repo tag digest name printed=0 more=0 reported=' '
+  if ! checks=$(ctr_ns images check 2>"$workdir/inventory.err") || ! images=$(ctr_ns images ls 2>"$workdir/inventory.err"); then
+    fatal 3 "cannot list the images of containerd's ${NAMESPACE} namespace: $(last_line "$workdir/inventory.err")"
+  fi
+  unpin_not_current
+  for item in "${items[@]}"; do
+    parse_item "$item"
+    inventory_line current
+  done
+  while read -r name; do
+    [[ $name =~ $ITEM_RE ]] || continue
+    parse_item "$name"
+    if [ "${#registry}" -gt 255 ] || [ "${#repo}" -gt 256 ]; then
+      continue
+    fi
+    tag=$(printf '%s\n' "$images" | awk -v prefix="$registry/$repo:" -v d="$digest" '
+      NR > 1 && $3 == d && index($1, prefix) == 1 { print substr($1, length(prefix) + 1); exit }')
+    [[ $tag =~ ^${TAG_RE}$ ]] || tag=''
+    inventory_line delivered
+  done < <(printf '%s\n' "$images" | awk -v a="$DELIVERED_LABEL=" -v b="$MARK_LABEL=" -v c="$OWN_PIN_LABEL=" '
+    NR > 1 && index($1, "@") > 0 && (index($0, a) > 0 || index($0, b) > 0 || index($0, c) > 0) { print $1 }')
+  disk_line
+  exit 0
+}
+
+# This agent's pins on the repositories given, on digests that are not given (or all of its pins,
+# PinImages=false). A command names every current tag of each repository it names (the senders
+# keep a repository's images together), so a pin on any other digest of it is a stale one.
+unpin_not_current() {
+  local item registry repo tag digest name repos=' ' current=' '
+  for item in "${items[@]}"; do
+    parse_item "$item"
+    repos+="$registry/$repo "
+    current+="$registry/$repo@$digest "
+  done
+  while read -r name; do
+    [ -n "$name" ] || continue
+    if [ "$pin_images" = false ]; then
+      unpin "$name" "PinImages=false"
+    elif [[ $repos == *" ${name%@*} "* ]] && [[ $current != *" $name "* ]]; then
+      unpin "$name" "not a current image"
+    fi
+  done < <(printf '%s\n' "$images" | awk -v label="$OWN_PIN_LABEL=true" 'NR > 1 && index($0, label) > 0 { print $1 }')
+}
+
+# The line of registry/repo@digest (the caller's registry, repo, tag, digest): present if an image
+# with that digest is complete and unpacked (under any name), sized from the content store. $1:
+# current (one of the Images: pinned if present and PinImages) or delivered (never pinned here).
+inventory_line() {
+  local ref="$registry/$repo@$digest" outcome=absent bytes=0 pin_state=false manifest
+  [[ $reported != *" $ref "* ]] || return 0
+  reported+="$ref "
+  if printf '%s\n' "$checks" | complete_ref "$digest" >/dev/null; then
+    outcome=present
+    manifest=$(platform_manifest "$ref" "$registry/$repo" "$hosts_dir" local /dev/null) &&
+      bytes=$(printf '%s\n' "$manifest" | layers_bytes)
+    if [ "$1" = current ] && [ "$pin_images" = true ] && printf '%s\n' "$images" | awk -v n="$ref" 'NR > 1 && $1 == n { found = 1 } END { exit !found }' &&
+      ! record_has_label "$ref" "$PIN_LABEL=$PIN_VALUE"; then
+      ctr_ns images label "$ref" "$PIN_LABEL=$PIN_VALUE" "$OWN_PIN_LABEL=true" >/dev/null 2>&1 || log "pinning $ref failed"
+    fi
+  fi
+  digest_pinned "$digest" && pin_state=true
+  emit_line "$(printf '{"image":"%s","digest":"%s","tag":"%s","outcome":"%s","bytes":%d,"seconds":0,"error":"","pinned":%s}' \
+    "$ref" "$digest" "$tag" "$outcome" "${bytes:-0}" "$pin_state")"
+}
+
+# A result line if it fits before the disk line within what the SSM agent keeps; else counted.
+emit_line() {
+  if [ $((printed + ${#1} + 1)) -le $((STDOUT_KEEP - DISK_LINE_MAX)) ]; then
+    printf '%s\n' "$1"
+    printed=$((printed + ${#1} + 1))
+  else
+    more=$((more + 1))
+  fi
+}
+
+# containerd's disk: free and total bytes (0 if df cannot say), and how many images were left out.
+disk_line() {
+  local sizes total=0 free=0
+  sizes=$(on_host df -Pk -- "$containerd_root" 2>/dev/null | awk 'NR == 2 && $2 ~ /^[0-9]+$/ && $4 ~ /^[0-9]+$/ { print $2, $4 }')
+  if [[ $sizes =~ ^([0-9]{1,15})\ ([0-9]{1,15})$ ]]; then
+    total=$((BASH_REMATCH[1] * 1024))
+    free=$((BASH_REMATCH[2] * 1024))
+  else
+    log "cannot read the free space of $containerd_root"
+  fi
+  printf '{"disk":{"path":"%s","free_bytes":%d,"total_bytes":%d,"more":%d}%s\n' "$(clean_text "$containerd_root")" "$free" "$total" "$more" '}'
+}
+
 # --- main --------------------------------------------------------------------------------------
 
 main() {
   read_parameters      # 1. SSM_* read and checked; any rejected value: a fatal line, exit 2
   prepare              # 2. the way to containerd (none: a fatal line, exit 3), the work directory
+  if [ "$mode" = inventory ]; then
+    inventory          # Mode=inventory: what is here, a line per image, then the disk; exit 0
+  fi
   configure_registries # 3. each registry's configuration, with its ECR credentials, for ctr
   pull_all             # 4. every image, Parallelism at a time, its line printed once it is done
-  finish               # 5. the opt-in cleanup, then exit 0 unless an image failed
+  finish               # 5. unpin superseded digests, the opt-in cleanup, exit 0 unless one failed
 }
 
 main "$@"

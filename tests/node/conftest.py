@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prefetcher.agent_output import ImageResult
 
-from devtools.local_stack import containerd_nodes, servers
+from devtools.local_stack import containerd_nodes, oci_images, servers
 from devtools.local_stack.ssm_agent import Report
 
 
@@ -43,6 +45,35 @@ def registry(node_base: Path) -> Iterator[servers.Registry]:
     started = servers.Registry(node_base / "registry").start()
     yield started
     started.stop()
+
+
+@dataclass(frozen=True)
+class Pushed:
+    repository: str
+    digest: str
+    size: int  # the node platform's layer bytes
+
+
+def random_bytes(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+@pytest.fixture(scope="session")
+def pushed(node_base: Path, registry: servers.Registry) -> dict[str, Pushed]:
+    """Images in the registry: small ones, a multi-arch one, a big one, four for parallel pulls."""
+    made = {}
+    specs = {
+        "small": ({"data": random_bytes(1, 512 * 1024)}, False),
+        "other": ({"data": random_bytes(2, 256 * 1024)}, False),
+        "multi": ({"data": random_bytes(3, 300 * 1024)}, True),
+        "big": ({"data": random_bytes(4, 24 * 1024 * 1024)}, False),
+        **{f"par{i}": ({"data": random_bytes(10 + i, 3 * 1024 * 1024)}, False) for i in range(4)},
+    }
+    for name, (files, multi) in specs.items():
+        built = oci_images.build(node_base / "layouts" / name, files, multi_arch=multi)
+        oci_images.push(node_base / "layouts" / name, f"{registry.host}/ml/{name}:v1")
+        made[name] = Pushed(f"ml/{name}", built.digest, built.size)
+    return made
 
 
 @pytest.fixture

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,41 +18,12 @@ from prefetcher import refs
 
 from devtools.local_stack import containerd_nodes, oci_images, servers, ssm_agent
 from devtools.local_stack.template_resolver import load
-from tests.node.conftest import results
+from tests.node.conftest import Pushed, results
 from tests.node.proxy import FaultyProxy
 
 pytestmark = pytest.mark.node  # a real containerd and registry (needs root)
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
-
-
-@dataclass(frozen=True)
-class Pushed:
-    repository: str
-    digest: str
-    size: int  # the node platform's layer bytes
-
-
-def random_bytes(seed: int, size: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-@pytest.fixture(scope="session")
-def pushed(node_base: Path, registry: servers.Registry) -> dict[str, Pushed]:
-    """Images in the registry: small ones, a multi-arch one, a big one, four for parallel pulls."""
-    made = {}
-    specs = {
-        "small": ({"data": random_bytes(1, 512 * 1024)}, False),
-        "other": ({"data": random_bytes(2, 256 * 1024)}, False),
-        "multi": ({"data": random_bytes(3, 300 * 1024)}, True),
-        "big": ({"data": random_bytes(4, 24 * 1024 * 1024)}, False),
-        **{f"par{i}": ({"data": random_bytes(10 + i, 3 * 1024 * 1024)}, False) for i in range(4)},
-    }
-    for name, (files, multi) in specs.items():
-        built = oci_images.build(node_base / "layouts" / name, files, multi_arch=multi)
-        oci_images.push(node_base / "layouts" / name, f"{registry.host}/ml/{name}:v1")
-        made[name] = Pushed(f"ml/{name}", built.digest, built.size)
-    return made
 
 
 def fatal_reason(stdout: str) -> str:
@@ -537,6 +506,8 @@ def hostile_parameters(registry: servers.Registry, pushed: dict[str, Pushed]) ->
             {"Images": good, "Parallelism": value},
             {"Images": good, "PullTimeoutSeconds": value},
             {"Images": good, "CleanupSuperseded": value},
+            {"Images": good, "Mode": value},
+            {"Images": good, "PinImages": value},
         ]
     return cases
 

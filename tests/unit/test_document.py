@@ -143,3 +143,25 @@ def test_the_step_runs_only_on_linux_within_the_execution_timeout(document):
     assert step["action"] == "aws:runShellScript"
     assert step["precondition"] == {"StringEquals": ["platformType", "Linux"]}
     assert step["inputs"]["timeoutSeconds"] == "{{ executionTimeout }}"
+
+
+def test_allowed_values_and_allowed_patterns_accept_exactly_the_same_values(document):
+    # Given a parameter with allowedValues (checked by the SSM service) and an allowedPattern (the
+    # one each node's SSM agent checks, with Go's regexp), then both accept exactly the declared
+    # values, the default among them, and nothing that merely contains one
+    with_values = {name: spec for name, spec in document["parameters"].items() if "allowedValues" in spec}
+    assert set(with_values) >= {"Mode", "PinImages"}
+    for name, spec in with_values.items():
+        pattern = ssm_agent.go_compile(spec["allowedPattern"])
+        assert spec["default"] in spec["allowedValues"], name
+        for value in spec["allowedValues"]:
+            assert pattern.search(value), (name, value)
+            for spoilt in (value.upper(), f"{value};id", f"x{value}", f"{value}\n", f"{value},{value}", ""):
+                assert not pattern.search(spoilt) and spoilt not in spec["allowedValues"], (name, spoilt)
+
+
+def test_mode_and_pin_images_are_declared_as_the_agent_reads_them(document):
+    parameters = document["parameters"]
+    assert (parameters["Mode"]["allowedValues"], parameters["Mode"]["default"]) == (["pull", "inventory"], "pull")
+    assert (parameters["PinImages"]["allowedValues"], parameters["PinImages"]["default"]) == (["true", "false"], "true")
+    assert "mode=${SSM_Mode-pull}" in SCRIPT and "pin_images=${SSM_PinImages-true}" in SCRIPT
