@@ -36,6 +36,14 @@ _STATE_METRICS = {
     "timed-out": "NodeImagesTimedOut",
     "undeliverable": "NodeImagesUndeliverable",
     "skipped-disk": "NodeImagesSkippedDisk",
+    "evicted": "NodeImagesEvicted",
+    "given-up": "NodeImagesGivenUp",
+}
+# What an inventory's line did to a record (inventory.Reconcile; stale and nothing: no metric).
+_VERIFIED_METRICS = {
+    "refresh": "NodeImagesVerified",
+    "present": "NodeImagesFoundPresent",
+    "evict": "NodeImagesEvicted",
 }
 
 
@@ -70,6 +78,9 @@ def apply_statuses(event: dict[str, Any]) -> audit.BatchOutcome:
         metrics.add_metric(name="StatusEventsApplied", unit=MetricUnit.Count, value=1)
         if result.sent_again:
             metrics.add_metric(name="CommandsSentAgain", unit=MetricUnit.Count, value=len(result.sent_again))
+        for _, done in result.verified:
+            if str(done) in _VERIFIED_METRICS:
+                metrics.add_metric(name=_VERIFIED_METRICS[str(done)], unit=MetricUnit.Count, value=1)
         for update in result.applied:
             name = _STATE_METRICS.get(str(update.state))
             if name:
