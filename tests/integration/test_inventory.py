@@ -105,7 +105,7 @@ def test_an_inventory_finding_a_cached_image_absent_records_it_evicted_and_a_pre
     (cluster,) = coverage["clusters"]
     (image,) = cluster["images"]
     assert (image["holding"], image["evicted"], image["given_up"]) == (1, 1, 0)
-    assert cluster["last_verified_at"] == held.verified_at
+    assert cluster["last_verified_at"] == max(held.verified_at, gone.verified_at)
     # And `prefetcher node` says per image when it was last verified
     node = cli_json(capsys, "node", evicted, table=fleet.table.table_name)
     assert [(i["state"], i["verified_at"]) for i in node["images"]] == [("evicted", gone.verified_at)]
