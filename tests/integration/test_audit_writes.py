@@ -115,3 +115,25 @@ def test_an_inventorys_results_are_written_in_partiql_batches_and_a_replay_chang
     with CallCounter() as counter:
         assert table.node_images.verify_many(inventory) == [Reconcile.STALE] * 40
     assert counter.count("dynamodb.BatchExecuteStatement") == 2
+
+
+def test_a_record_written_before_last_seen_at_existed_is_evicted_with_its_pulls_end_as_last_seen(stack):
+    from prefetcher.inventory import Reconcile, Verification
+
+    # Given a cached record as the audit path wrote it before `last_seen_at` existed
+    table = AuditTable(stack.output("AuditTable"))
+    table.node_images.apply(update(7, NodeState.CACHED))
+    key = keys.node_image(IMAGE.repository, IMAGE.digest, f"i-{7:017x}")
+    clients.client("dynamodb").update_item(
+        TableName=table.table_name,
+        Key={"pk": {"S": key["pk"]}, "sk": {"S": key["sk"]}},
+        UpdateExpression="REMOVE last_seen_at",
+    )
+    finished = table.client.get(key)["finished_at"]
+    # When an inventory finds it absent
+    later = T0 + timedelta(hours=2)
+    gone = Verification(IMAGE, f"i-{7:017x}", "ml-prod", NEW_COMMAND, later, later, False)
+    assert table.node_images.verify_many([gone]) == [Reconcile.EVICT]
+    # Then it is evicted, last seen when its pull ended
+    stored = table.client.get(key)
+    assert (stored["state"], stored["last_seen_at"], stored["holds"]) == ("evicted", finished, False)

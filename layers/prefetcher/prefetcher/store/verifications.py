@@ -99,7 +99,13 @@ def statement(table: str, found: Verification, plan: Reconcile, stored: dict[str
             "reason": f"not on the node at {iso(found.verified_at)} (inventory {found.command_id}): removed since it "
             "was last seen (the kubelet's image garbage collection, or by hand)",
         }
-        return _update(table, key, sets, [], where=held, values=[found.version, *_HELD])
+        if stored is None:  # the guess: a record that knows when it was last seen keeps it
+            return _update(table, key, sets, [], where=f'{held} AND "last_seen_at" IS NOT MISSING',
+                           values=[found.version, *_HELD])  # fmt: skip
+        # A record written before `last_seen_at` existed: when it was last known there, as read.
+        seen = stored.get("last_seen_at") or stored.get("verified_at") or stored.get("finished_at")
+        sets = {**sets, **({"last_seen_at": str(seen)} if seen else {})}
+        return _update(table, key, sets, [], where='"version" = ?', values=[str(stored.get("version", ""))])
     values = _present(found, expires_at)
     if stored is None:
         fields = ", ".join(f"'{name}': ?" for name in {**key, **values})
