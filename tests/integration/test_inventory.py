@@ -109,6 +109,13 @@ def test_an_inventory_finding_a_cached_image_absent_records_it_evicted_and_a_pre
     # And `prefetcher node` says per image when it was last verified
     node = cli_json(capsys, "node", evicted, table=fleet.table.table_name)
     assert [(i["state"], i["verified_at"]) for i in node["images"]] == [("evicted", gone.verified_at)]
+    # And the tables for people show the same
+    capsys.readouterr()
+    cli.main(["coverage", "--table", fleet.table.table_name])
+    text = capsys.readouterr().out
+    assert f"last verified {cluster['last_verified_at']}" in text and "EVICTED" in text and "GIVEN-UP" in text
+    cli.main(["node", evicted, "--table", fleet.table.table_name])
+    assert "VERIFIED" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("stack", [{"HistoryRetentionDays": "1"}], indirect=True)
