@@ -74,10 +74,12 @@ def node(view: dict[str, Any]) -> str:
         "",
     ]
     rows = [
-        (i["image"], i["tag"] or "", i["state"], i["finished_at"] or "", i["seconds"], _size(i["bytes"]), i["reason"])
+        (i["image"], i["tag"] or "", i["state"], i["finished_at"] or "", i["verified_at"] or "-", i["seconds"],
+         _size(i["bytes"]), i["reason"])
         for i in view["images"]
-    ]
-    return "\n".join(head) + table(["IMAGE", "TAG", "STATE", "FINISHED", "SECONDS", "SIZE", "REASON"], rows)
+    ]  # fmt: skip
+    headers = ["IMAGE", "TAG", "STATE", "FINISHED", "VERIFIED", "SECONDS", "SIZE", "REASON"]
+    return "\n".join(head) + table(headers, rows)
 
 
 def coverage(view: dict[str, Any]) -> str:
@@ -89,9 +91,10 @@ def coverage(view: dict[str, Any]) -> str:
         summary = f"{cluster['cluster']}: {cluster['nodes']} live node(s)" + (f" ({states})" if states else "")
         if warm["p50"] is not None:
             summary += f"; running to warm p50 {warm['p50']} s, p95 {warm['p95']} s"
+        summary += f"; last verified {cluster['last_verified_at'] or 'never'}"
         summaries.append(summary)
         if not cluster["images"]:
-            rows.append((cluster["cluster"], "(no current images)", "", cluster["nodes"], "", "", ""))
+            rows.append((cluster["cluster"], "(no current images)", "", cluster["nodes"], "", "", "", "", ""))
         for image in cluster["images"]:
             rows.append(
                 (
@@ -101,14 +104,13 @@ def coverage(view: dict[str, Any]) -> str:
                     image["nodes"],
                     image["holding"],
                     f"{image['percent']}%",
+                    image["evicted"],
+                    image["given_up"],
                     ", ".join(f"{k} {v}" for k, v in image["states"].items()),
                 )
             )
-    return (
-        "\n".join(summaries)
-        + "\n\n"
-        + table(["CLUSTER", "IMAGE", "DIGEST", "NODES", "HOLDING", "COVERED", "STATES"], rows)
-    )
+    headers = ["CLUSTER", "IMAGE", "DIGEST", "NODES", "HOLDING", "COVERED", "EVICTED", "GIVEN-UP", "STATES"]
+    return "\n".join(summaries) + "\n\n" + table(headers, rows)
 
 
 def failures(view: dict[str, Any]) -> str:

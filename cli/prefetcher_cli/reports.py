@@ -76,6 +76,7 @@ def _node_row(record: NodeImageRow) -> dict[str, Any]:
         "seconds": record.seconds,
         "bytes": record.bytes,
         "command_id": record.command_id,
+        "verified_at": record.verified_at,
     }
 
 
@@ -89,7 +90,13 @@ def _image_row(record: NodeImageRow) -> dict[str, Any]:
         "finished_at": record.finished_at,
         "seconds": record.seconds,
         "bytes": record.bytes,
+        "verified_at": record.verified_at,
+        "last_seen_at": record.last_seen_at or (record.finished_at if record.holds else None),
     }
+
+
+def _newest(values: list[str | None]) -> str | None:
+    return max((v for v in values if v), default=None)
 
 
 def status(table: AuditTable, image: str) -> dict[str, Any]:
@@ -170,6 +177,7 @@ def coverage(table: AuditTable, cluster: str | None = None) -> dict[str, Any]:
             records = per_image[(image.repository, image.digest)]
             counts = Counter(r.state for r in records)
             holding = sum(1 for r in records if r.holds)
+            verified = _newest([r.verified_at for r in records])
             rows.append(
                 {
                     "image": f"{image.repository}:{image.tag}",
@@ -179,6 +187,9 @@ def coverage(table: AuditTable, cluster: str | None = None) -> dict[str, Any]:
                     "holding": holding,
                     "percent": round(100 * holding / len(live), 1) if live else 0.0,
                     "states": dict(sorted(counts.items(), key=lambda kv: STATE_ORDER.index(kv[0]))),
+                    "evicted": counts[str(NodeState.EVICTED)],
+                    "given_up": counts[str(NodeState.GIVEN_UP)],
+                    "last_verified_at": verified,
                 }
             )
         warm_times = [n.warm_seconds for n in nodes if n.warm_seconds is not None]
@@ -192,6 +203,8 @@ def coverage(table: AuditTable, cluster: str | None = None) -> dict[str, Any]:
                 ),
                 "time_to_warm_seconds": {"p50": _percentile(warm_times, 0.5), "p95": _percentile(warm_times, 0.95)},
                 "images": rows,
+                # The newest inventory result recorded for a live node of the cluster.
+                "last_verified_at": _newest([str(r["last_verified_at"] or "") for r in rows]),
                 "node_list": sorted((_node_list_row(n) for n in nodes), key=lambda row: row["instance_id"]),
             }
         )

@@ -60,6 +60,59 @@ def simulated_agent(sizes: dict[str, int] | None = None, seconds: float = 0.0) -
     return run
 
 
+def _line(image: ImageRef, outcome: str, size: int, seconds: float, pinned: bool) -> str:
+    return json.dumps(
+        {"image": image.pinned, "digest": image.digest, "tag": image.tag, "outcome": outcome, "bytes": size,
+         "seconds": seconds, "error": "", "pinned": pinned},
+        separators=(",", ":"),
+    )  # fmt: skip
+
+
+@dataclass
+class SimulatedNodes:
+    """Simulated agents that remember what each node holds, so that they can answer an
+    inventory (document parameter `Mode=inventory`, the agent's contract): a pull puts the image
+    on the node (and pins it); an inventory reports every image it was given and every image it
+    pulled, `present` or `absent`, then the disk line. `evict` removes an image behind the
+    agent's back (as the kubelet's image GC would); `place` puts one there without a pull."""
+
+    sizes: dict[str, int] = field(default_factory=dict)
+    free_bytes: int = 40 << 30
+    total_bytes: int = 80 << 30
+    held: dict[str, dict[str, ImageRef]] = field(default_factory=dict)  # instance -> pinned -> image
+    pulled: dict[str, dict[str, ImageRef]] = field(default_factory=dict)  # what the tool pulled there
+    inventories: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (instance, parameters)
+
+    def evict(self, instance_id: str, image: ImageRef) -> None:
+        self.held.get(instance_id, {}).pop(image.pinned, None)
+
+    def place(self, instance_id: str, image: ImageRef) -> None:
+        self.held.setdefault(instance_id, {})[image.pinned] = image
+
+    def __call__(self, instance_id: str, parameters: dict[str, str]) -> Report:
+        started = datetime.now(UTC)
+        given = [ImageRef.parse_agent_item(item) for item in parameters["Images"].split(",")]
+        held = self.held.setdefault(instance_id, {})
+        pulled = self.pulled.setdefault(instance_id, {})
+        lines = []
+        if parameters.get("Mode", "pull") == "inventory":
+            self.inventories.append((instance_id, dict(parameters)))
+            known = {image.pinned: image for image in [*pulled.values(), *given]}
+            for pinned, image in sorted(known.items()):
+                there = pinned in held
+                size = self.sizes.get(image.repository, 0) if there else 0
+                lines.append(_line(image, "present" if there else "absent", size, 0, there and pinned in pulled))
+            disk = {"path": "/var/lib/containerd", "free_bytes": self.free_bytes, "total_bytes": self.total_bytes}
+            lines.append(json.dumps({"disk": disk}, separators=(",", ":")))
+        else:
+            for image in given:
+                outcome = "present" if image.pinned in held else "pulled"
+                held[image.pinned] = pulled[image.pinned] = image
+                lines.append(_line(image, outcome, self.sizes.get(image.repository, 0), 0.0, True))
+        done = ssm_agent.ScriptExit(0, "\n".join(lines) + "\n", "", started, datetime.now(UTC))
+        return ssm_agent.report(done)
+
+
 def real_agent(nodes: Any) -> AgentRunner:
     """Run the document's script on a real containerd per simulated node (a LocalNodes)."""
 

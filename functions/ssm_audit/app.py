@@ -37,6 +37,15 @@ _STATE_METRICS = {
     "undeliverable": "NodeImagesUndeliverable",
     "skipped-disk": "NodeImagesSkippedDisk",
 }
+# States that are not a pull's outcome (so not in the pull failure rate, which reads the above):
+# the catch-up's `given-up`, and `evicted` (written by an inventory: _VERIFIED_METRICS).
+_OTHER_STATE_METRICS = {"given-up": "NodeImagesGivenUp", "evicted": "NodeImagesEvicted"}
+# What an inventory's line did to a record (inventory.Reconcile; stale and nothing: no metric).
+_VERIFIED_METRICS = {
+    "refresh": "NodeImagesVerified",
+    "present": "NodeImagesFoundPresent",
+    "evict": "NodeImagesEvicted",
+}
 
 
 def record_handler(record: SQSRecord, outcome: audit.BatchOutcome) -> str:
@@ -70,8 +79,11 @@ def apply_statuses(event: dict[str, Any]) -> audit.BatchOutcome:
         metrics.add_metric(name="StatusEventsApplied", unit=MetricUnit.Count, value=1)
         if result.sent_again:
             metrics.add_metric(name="CommandsSentAgain", unit=MetricUnit.Count, value=len(result.sent_again))
+        for _, done in result.verified:
+            if str(done) in _VERIFIED_METRICS:
+                metrics.add_metric(name=_VERIFIED_METRICS[str(done)], unit=MetricUnit.Count, value=1)
         for update in result.applied:
-            name = _STATE_METRICS.get(str(update.state))
+            name = _STATE_METRICS.get(str(update.state)) or _OTHER_STATE_METRICS.get(str(update.state))
             if name:
                 metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
             if update.state.holds_image and update.finished_at:

@@ -87,3 +87,53 @@ def test_batched_writes_decide_per_record_as_single_conditional_writes_do(stack)
     assert {final[f"i-{n:017x}"] for n in range(20, 25)} == {"requested"}
     assert final["i-000000000000000ff"] == "failed"
     assert {final[f"i-{n:017x}"] for n in range(25, 27)} == {"in-progress"}
+
+
+def test_an_inventorys_results_are_written_in_partiql_batches_and_a_replay_changes_nothing(stack):
+    from prefetcher.inventory import Reconcile, Verification
+
+    # Given 30 nodes holding the image (cached), 5 that failed it, and 5 with no record
+    table = AuditTable(stack.output("AuditTable"))
+    table.node_images.apply_many([update(n, NodeState.CACHED) for n in range(30)])
+    table.node_images.apply_many([update(n, NodeState.FAILED) for n in range(30, 35)])
+    later = T0 + timedelta(hours=2)
+
+    def found(node: int, present: bool) -> Verification:
+        return Verification(IMAGE, f"i-{node:017x}", "ml-prod", NEW_COMMAND, later, later, present)
+
+    # and an inventory that finds 25 of the cached present, 5 absent, the failed ones and the unrecorded ones present
+    inventory = [found(n, n < 25) for n in range(30)] + [found(n, True) for n in range(30, 40)]
+    # When its verifications are written
+    with CallCounter() as counter:
+        done = table.node_images.verify_many(inventory)
+    # Then each is reconciled, in two rounds of batches (the guess, then what the records as stored decide)
+    assert done == [Reconcile.REFRESH] * 25 + [Reconcile.EVICT] * 5 + [Reconcile.PRESENT] * 10
+    assert counter.count("dynamodb.BatchExecuteStatement") == 3 and counter.count("dynamodb.UpdateItem") == 0
+    after = states(table)
+    assert [after[f"i-{n:017x}"] for n in range(40)] == ["cached"] * 25 + ["evicted"] * 5 + ["present"] * 10
+    # And the same verifications again write nothing
+    with CallCounter() as counter:
+        assert table.node_images.verify_many(inventory) == [Reconcile.STALE] * 40
+    assert counter.count("dynamodb.BatchExecuteStatement") == 2
+
+
+def test_a_record_written_before_last_seen_at_existed_is_evicted_with_its_pulls_end_as_last_seen(stack):
+    from prefetcher.inventory import Reconcile, Verification
+
+    # Given a cached record as the audit path wrote it before `last_seen_at` existed
+    table = AuditTable(stack.output("AuditTable"))
+    table.node_images.apply(update(7, NodeState.CACHED))
+    key = keys.node_image(IMAGE.repository, IMAGE.digest, f"i-{7:017x}")
+    clients.client("dynamodb").update_item(
+        TableName=table.table_name,
+        Key={"pk": {"S": key["pk"]}, "sk": {"S": key["sk"]}},
+        UpdateExpression="REMOVE last_seen_at",
+    )
+    finished = table.client.get(key)["finished_at"]
+    # When an inventory finds it absent
+    later = T0 + timedelta(hours=2)
+    gone = Verification(IMAGE, f"i-{7:017x}", "ml-prod", NEW_COMMAND, later, later, False)
+    assert table.node_images.verify_many([gone]) == [Reconcile.EVICT]
+    # Then it is evicted, last seen when its pull ended
+    stored = table.client.get(key)
+    assert (stored["state"], stored["last_seen_at"], stored["holds"]) == ("evicted", finished, False)

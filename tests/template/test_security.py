@@ -378,6 +378,11 @@ def emitted_metrics() -> set[str]:
     """The metric names our functions emit: literal names, the node-state names, and the
     Pushes<Action> / NodeEvents<Action> names built from the actions push.py and join.py return."""
     names = set(state_metrics().values())
+    # and the audit function's other name tables (_OTHER_STATE_METRICS, _VERIFIED_METRICS)
+    tree = ast.parse((ROOT / "functions" / "ssm_audit" / "app.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "").endswith("_METRICS") for t in node.targets):
+            names |= set(ast.literal_eval(node.value).values())
     for app in (ROOT / "functions").glob("*/app.py"):
         names |= set(re.findall(r'add_metric\(name="(\w+)"', app.read_text()))
     from prefetcher import join

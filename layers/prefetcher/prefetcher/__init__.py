@@ -18,7 +18,10 @@ Module map (one line each: what it holds):
 - `join`          the node-join path: one instance state change, decided and applied
 - `join_batch`    a node-join batch: one DescribeInstances, records in parallel within the time
 - `audit`         the audit path: status events become per-image, per-node writes (a batch at once)
-- `agent_output`  what the node agent printed: its result lines (ImageResult), `fatal`, the cut
+- `agent_output`  what the node agent printed: its result lines (ImageResult), `fatal`, the cut,
+                  an inventory's disk line
+- `inventory`     what an inventory's lines mean for each image record (Verification, reconcile)
+- `verify`        the inventory's send: one cluster, by tag targets, exactly once, kind `inventory`
 - `states`        per-node, per-image states and the updates one status event makes
 - `store`         the audit table, one class per aggregate (store/)
 - `timestamps`    time as the project writes and reads it

@@ -11,9 +11,10 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from prefetcher import send_once, ssm, states
+from prefetcher import inventory, send_once, ssm, states
 from prefetcher.errors import CommandNotFoundError, NodeNotReachableError, NotPermittedError, TransientError
 from prefetcher.events import CommandInvocationEvent
+from prefetcher.inventory import Reconcile, Verification
 from prefetcher.refs import ImageRef
 from prefetcher.settings import AuditSettings
 from prefetcher.states import Invocation, NodeImageUpdate, NodeState
@@ -33,6 +34,7 @@ class AuditResult:
     applied: list[NodeImageUpdate] = field(default_factory=list)
     stale: int = 0
     sent_again: list[str] = field(default_factory=list)  # commands sending unreported images again
+    verified: list[tuple[Verification, Reconcile]] = field(default_factory=list)  # an inventory's, as written
 
 
 def is_our_document(document_name: str, ours: str) -> bool:
@@ -42,12 +44,14 @@ def is_our_document(document_name: str, ours: str) -> bool:
 
 @dataclass(frozen=True)
 class StatusWrites:
-    """What one status event means: the updates to write (none if ignored)."""
+    """What one status event means: the updates to write (none if ignored), or, for an
+    inventory's end, what it found (`verifications`)."""
 
     event: CommandInvocationEvent
     updates: list[NodeImageUpdate]
     command: CommandRecord | None = None
     ignored: str = ""
+    verifications: list[Verification] = field(default_factory=list)
 
     @property
     def cluster(self) -> str:
@@ -83,6 +87,12 @@ def writes_for_status(
                 f"but {detail.status} in the event: not readable yet"
             )
 
+    if command.kind == inventory.KIND:  # no per-image progress: only what the node found, at the end
+        found = inventory.verifications_for_status(
+            command_id=command.command_id, requested_at=detail.requested_date_time, cluster=command.cluster,
+            instance_id=detail.instance_id, observed_at=event.time, invocation=invocation,
+        )  # fmt: skip
+        return StatusWrites(event=event, updates=[], command=command, verifications=found)
     updates = states.updates_for_status(
         status=detail.status,
         observed_at=event.time,
@@ -128,11 +138,19 @@ def send_again(writes: StatusWrites, images: list[ImageRef], settings: AuditSett
     return sent
 
 
-def finish(writes: StatusWrites, written: list[bool], table: AuditTable, settings: AuditSettings) -> AuditResult:
+def finish(
+    writes: StatusWrites,
+    written: list[bool],
+    table: AuditTable,
+    settings: AuditSettings,
+    verified: list[Reconcile] | None = None,
+) -> AuditResult:
     """After the writes: the result, images the node did not report sent again, and a joining
-    node that now holds everything is warm."""
+    node that now holds everything is warm. (An inventory's result is its verifications.)"""
     if writes.ignored:
         return AuditResult(action="ignored", reason=writes.ignored)
+    if writes.verifications:
+        return AuditResult(action="applied", verified=list(zip(writes.verifications, verified or [], strict=True)))
     updates = writes.updates
     applied = [u for u, ok in zip(updates, written, strict=True) if ok]
     detail = writes.event.detail
@@ -163,7 +181,8 @@ def handle_status(
 ) -> AuditResult:
     """One status event, written at once (conditional UpdateItem per image)."""
     writes = writes_for_status(event, settings, table, get_invocation)
-    return finish(writes, [table.node_images.apply(u) for u in writes.updates], table, settings)
+    verified = table.node_images.verify_many(writes.verifications)
+    return finish(writes, [table.node_images.apply(u) for u in writes.updates], table, settings, verified)
 
 
 @dataclass
@@ -221,22 +240,26 @@ def handle_batch(
                 outcome.errors[message_id] = failure
     try:
         written = table.node_images.apply_many([u for _, p in ready for u in p.updates])
+        verified = table.node_images.verify_many([v for _, p in ready for v in p.verifications])
     except Exception as error:  # noqa: BLE001 - every message with a write is retried
         for group, p in ready:
             for message_id, _ in group:
-                if p.updates:
+                if p.updates or p.verifications:
                     outcome.errors[message_id] = error
-        ready = [(g, p) for g, p in ready if not p.updates]
-        written = []
+        ready = [(g, p) for g, p in ready if not p.updates and not p.verifications]
+        written, verified = [], []
     slices = []
-    position = 0
+    position = checked = 0
     for _, p in ready:
-        slices.append((p, written[position : position + len(p.updates)]))
+        slices.append(
+            (p, written[position : position + len(p.updates)], verified[checked : checked + len(p.verifications)])
+        )
         position += len(p.updates)
+        checked += len(p.verifications)
 
-    def follow_up(writes_and_written: tuple[StatusWrites, list[bool]]) -> AuditResult | Exception:
+    def follow_up(writes_and_written: tuple[StatusWrites, list[bool], list[Reconcile]]) -> AuditResult | Exception:
         try:
-            return finish(*writes_and_written, table, settings)
+            return finish(*writes_and_written[:2], table, settings, writes_and_written[2])
         except Exception as error:  # noqa: BLE001 - a send again or the warm mark failed: the queue retries it
             return error
 

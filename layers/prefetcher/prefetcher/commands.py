@@ -18,8 +18,9 @@ STDOUT_LIMIT = 24_000  # what GetCommandInvocation keeps of a step's standard ou
 TRUNCATED = "--output truncated--"
 MAX_ERROR = 300  # agent/prefetch.sh: MAX_ERROR (tests/unit/test_commands.py keeps them equal)
 # The result line around its variable parts:
-# {"image":"","digest":"","tag":"","outcome":"","bytes":,"seconds":,"error":""} and a newline.
-_LINE_FRAME = len('{"image":"","digest":"","tag":"","outcome":"","bytes":,"seconds":,"error":""}\n')
+# {"image":"","digest":"","tag":"","outcome":"","bytes":,"seconds":,"error":"","pinned":false}
+# and a newline.
+_LINE_FRAME = len('{"image":"","digest":"","tag":"","outcome":"","bytes":,"seconds":,"error":"","pinned":false}\n')
 _OUTCOME_MAX = len("skipped-disk")
 _BYTES_MAX = 19  # a 64-bit byte count
 _SECONDS_MAX = 12  # seconds with three decimals, up to the longest execution timeout

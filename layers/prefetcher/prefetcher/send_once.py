@@ -39,6 +39,7 @@ def send_once(
     target: CommandTarget | None = None,
     instance_ids: list[str] | None = None,
     turns: int = 1,
+    mode: str = ssm.PULL,
 ) -> tuple[str, datetime]:
     """The command id and requested time of the one command for `key`, sending it if needed
     (for a rollout of `turns`: ssm.command_timeout)."""
@@ -53,7 +54,7 @@ def send_once(
             table.commands.complete_send(key, *found)
             return found
     command_id, requested_at = ssm.send_pull(
-        images, agent, f"{tag} {comment}", target=target, instance_ids=instance_ids, marker=tag, turns=turns
+        images, agent, f"{tag} {comment}", target=target, instance_ids=instance_ids, marker=tag, turns=turns, mode=mode
     )
     table.commands.complete_send(key, command_id, requested_at)
     return command_id, requested_at

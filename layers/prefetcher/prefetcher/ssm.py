@@ -20,12 +20,17 @@ from prefetcher.states import Invocation
 from prefetcher.timestamps import event_time, parse_api_time
 
 COMMENT_MAX = 100
+PULL, INVENTORY = "pull", "inventory"  # the document's `Mode`
 
 
-def agent_parameters(images: list[ImageRef], agent: AgentSettings) -> dict[str, list[str]]:
+def agent_parameters(images: list[ImageRef], agent: AgentSettings, mode: str = PULL) -> dict[str, list[str]]:
     """The document's parameters. Every value matches an allowedPattern in template.yaml and
-    reaches the script only as an SSM_<name> environment variable."""
+    reaches the script only as an SSM_<name> environment variable. `Mode` is sent only for an
+    inventory (a pull is the document's default), so pulls need nothing new of the document."""
+    if mode not in (PULL, INVENTORY):
+        raise ValueError(f"unknown mode {mode!r}")
     return {
+        **({"Mode": [mode]} if mode != PULL else {}),
         "Images": [images_parameter(images)],
         "MinFreeDiskMiB": [str(agent.min_free_disk_mib)],
         "Parallelism": [str(agent.pull_parallelism)],
@@ -78,14 +83,16 @@ def send_pull(
     instance_ids: list[str] | None = None,
     marker: str = "",
     turns: int = 1,
+    mode: str = PULL,
 ) -> tuple[str, datetime]:
-    """Send one pull command, by tag targets or to named instances, for a rollout of `turns`
-    (command_timeout). Returns the command id and SSM's requested time. Throttled tries are
-    repeated with backoff; a try whose outcome is unknown (5xx, timeout, connection error) is
-    repeated only if no command carrying `marker` in its Comment exists by then."""
+    """Send one pull command (or, with `mode` INVENTORY, an inventory of the same images), by tag
+    targets or to named instances, for a rollout of `turns` (command_timeout). Returns the
+    command id and SSM's requested time. Throttled tries are repeated with backoff; a try whose
+    outcome is unknown (5xx, timeout, connection error) is repeated only if no command carrying
+    `marker` in its Comment exists by then."""
     request: dict[str, Any] = {
         "DocumentName": agent.document_name,
-        "Parameters": agent_parameters(images, agent),
+        "Parameters": agent_parameters(images, agent, mode),
         "TimeoutSeconds": command_timeout(agent, turns),
         "MaxConcurrency": agent.max_concurrency,
         "MaxErrors": agent.max_errors,

@@ -31,6 +31,11 @@ class NodeState(enum.StrEnum):
     # stopped before reporting it): not known to be held, not known to have failed; the audit
     # function sends it again (audit.send_again).
     UNKNOWN = "unknown"
+    # Recorded cached or present, then found absent by an inventory (the kubelet's image GC, or a
+    # hand, removed it); `last_seen_at` says when it was last known present.
+    EVICTED = "evicted"
+    # The catch-up's retry budget for this image on this node is spent; `reason` is the last one.
+    GIVEN_UP = "given-up"
 
     @property
     def rank(self) -> int:
@@ -47,7 +52,9 @@ class NodeState(enum.StrEnum):
 
     @property
     def is_failure(self) -> bool:
-        return self.terminal and not self.holds_image and self is not NodeState.UNKNOWN
+        """In the failure views (gsi3, `prefetcher failures`). Not `unknown` (sent again) nor
+        `evicted` (the pull worked; the node removed the image since: the catch-up's work)."""
+        return self.terminal and not self.holds_image and self not in (NodeState.UNKNOWN, NodeState.EVICTED)
 
 
 TERMINAL_STATUSES = frozenset({"Success", "Failed", "TimedOut", "Cancelled"})
@@ -221,6 +228,8 @@ def updates_for_status(
     updates = []
     for image in images:
         line = output.results.get(image.pinned)
+        if line is not None and line.outcome == "absent":
+            line = None  # an inventory's word in a pull's output: not a pull's result
         if line is not None:
             state = _OUTCOME[line.outcome]
             reason = line.error[:1000] if state.is_failure else ""

@@ -16,7 +16,7 @@ from prefetcher.timestamps import iso, parse_iso
 @dataclass(frozen=True)
 class CommandRecord:
     command_id: str
-    kind: str  # push | join | resend
+    kind: str  # push | join | again | inventory (its images: the Images it was given)
     cluster: str
     images: tuple[ImageRef, ...]
     requested_at: datetime

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from prefetcher.inventory import Reconcile, Verification
 from prefetcher.states import NodeImageUpdate, NodeState
 from prefetcher.store import keys
 from prefetcher.store.client import TableClient
 from prefetcher.store.expressions import Update, serialize
+from prefetcher.store.verifications import Verifier
 from prefetcher.timestamps import iso
 
 BATCH_STATEMENTS = 25  # BatchExecuteStatement's limit
@@ -64,6 +66,8 @@ def record_write(update: NodeImageUpdate, expires_at: int) -> RecordWrite:
         sets["finished_at"] = iso(finished)
         if state is not NodeState.UNKNOWN:  # unknown: whether the node holds it stays as it was
             sets["holds"] = state.holds_image
+        if state.holds_image:
+            sets["last_seen_at"] = iso(finished)  # kept when an inventory finds it evicted
         for name in ("seconds", "bytes"):
             value = getattr(update, name)
             if value is None:
@@ -112,6 +116,12 @@ def insert_statement(table_name: str, write: RecordWrite) -> dict[str, Any]:
 class NodeImages:
     def __init__(self, client: TableClient) -> None:
         self._client = client
+        self._verifier = Verifier(client, self._batches)
+
+    def verify_many(self, found: list[Verification]) -> list[Reconcile]:
+        """An inventory's results (store/verifications.py): per verification, what it did to the
+        record (`Reconcile.STALE` or `NOTHING`: nothing written), in PartiQL batches."""
+        return self._verifier.apply_many(found) if found else []
 
     def _write(self, update: NodeImageUpdate) -> RecordWrite:
         return record_write(update, self._client.expires(update.observed_at))

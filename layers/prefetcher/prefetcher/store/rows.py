@@ -114,6 +114,9 @@ class NodeImageRow:
     finished_at: str | None = None
     seconds: float | None = None
     bytes: int | None = None
+    verified_at: str | None = None  # when an inventory last found it (present, or absent: evicted)
+    last_seen_at: str | None = None  # when it was last known on the node
+    expires_at: int | None = None  # the TTL (epoch seconds)
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> NodeImageRow:
@@ -133,6 +136,9 @@ class NodeImageRow:
             finished_at=_text(item, "finished_at"),
             seconds=_float(item, "seconds"),
             bytes=_int(item, "bytes"),
+            verified_at=_text(item, "verified_at"),
+            last_seen_at=_text(item, "last_seen_at"),
+            expires_at=_int(item, "expires_at"),
         )
 
 
