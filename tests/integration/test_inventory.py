@@ -16,7 +16,6 @@ from prefetcher.states import NodeImageUpdate, NodeState
 from prefetcher.store import AuditTable, keys
 from prefetcher_cli import main as cli
 
-from devtools.local_stack import moto_patches
 from devtools.local_stack.ec2_fleet import NodeSpec, launch
 from devtools.local_stack.node_simulator import NodeSimulator, SimulatedNodes
 from tests.helpers import load_event, moto_commands
@@ -26,22 +25,8 @@ PUSH = load_event("ecr-push-tagged.json")
 IMAGE = ImageRef("123456789012.dkr.ecr.us-east-1.amazonaws.com", "ml/trainer", PUSH["detail"]["image-digest"], "v1.4.0")
 
 
-def with_inventory_mode(stack) -> None:
-    """The document as the agent's half of issue 12 declares it (`Mode`, `PinImages`), on the
-    local stack's SSM: until template.yaml's document carries them, they are added here."""
-    name = stack.output("PrefetchDocument")
-    declared = moto_patches.document_parameters(name)
-    for parameter, spec in {
-        "Mode": {"type": "String", "default": "pull", "allowedPattern": "^(pull|inventory)$"},
-        "PinImages": {"type": "String", "default": "true", "allowedPattern": "^(true|false)$"},
-    }.items():
-        declared.setdefault(parameter, {**spec, "interpolationType": "ENV_VAR"})
-    moto_patches.register_document(name, {"parameters": declared})
-
-
 class Fleet:
     def __init__(self, stack, *nodes: str) -> None:
-        with_inventory_mode(stack)
         self.stack = stack
         self.nodes = SimulatedNodes(sizes={"ml/trainer": 1_287_651_328})
         self.simulator = NodeSimulator(stack.put_events, ACCOUNT, REGION, stack.output("PrefetchDocument"), self.nodes)
