@@ -599,15 +599,20 @@ tag_image() {
 # image GC (PinImages), in one label update of the digest-named record. A record that carries the
 # CRI pin without this agent's label was pinned by someone else: left exactly as it is.
 mark_image() {
-  local labels
+  local labels pinning=false
   [ "$outcome" = pulled ] || [ "$outcome" = present ] || return 0
   labels=("$DELIVERED_LABEL=$(iso_now)")
-  if [ "$pin_images" = true ] && ! record_has_label "$pinned" "$PIN_LABEL=$PIN_VALUE"; then
+  if digest_pinned "$digest"; then
+    pin_state=true # pinned already, by this agent or by someone else: left as it is
+  elif [ "$pin_images" = true ]; then
     labels+=("$PIN_LABEL=$PIN_VALUE" "$OWN_PIN_LABEL=true")
+    pinning=true
   fi
-  ctr_ns images label "$pinned" "${labels[@]}" >/dev/null 2>"$tag_errors" ||
+  if ctr_ns images label "$pinned" "${labels[@]}" >/dev/null 2>"$tag_errors"; then
+    [ "$pinning" = false ] || pin_state=true
+  else
     log "labelling $pinned failed: $(last_line "$tag_errors")"
-  digest_pinned "$digest" && pin_state=true
+  fi
 }
 
 report_image() {
