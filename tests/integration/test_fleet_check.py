@@ -162,7 +162,7 @@ def test_a_replayed_schedule_event_sends_nothing_twice(stack):
 def test_an_image_evicted_behind_the_tools_back_is_found_evicted_then_pulled_again(stack, capsys):
     # Given two nodes that pulled the image, and the image removed on one behind the agent's back
     fleet = Fleet(stack)
-    evicted, kept = fleet.join(2)
+    evicted, _ = fleet.join(2)
     fleet.push()
     fleet.nodes.evict(evicted, IMAGE)
     # When the fleet check runs: its inventory finds the image absent
