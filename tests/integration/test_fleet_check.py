@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 from prefetcher.refs import ImageRef
-from prefetcher.store import AuditTable
+from prefetcher.store import AuditTable, keys
 from prefetcher_cli import main as cli
 
 from devtools.local_stack import moto_patches, ssm_agent
@@ -77,8 +77,6 @@ class Fleet:
         return found[0] if found else None
 
     def item(self, instance: str) -> dict:
-        from prefetcher.store import keys
-
         return self.table.client.get(keys.node_image(IMAGE.repository, IMAGE.digest, instance)) or {}
 
 
@@ -157,6 +155,13 @@ def test_a_replayed_schedule_event_sends_nothing_twice(stack):
     fleet.fleet_check(event)
     # Then no command was sent, neither catch-up nor inventory
     assert len(moto_commands()) == sent
+    # And even with its idempotency record gone (a crash before it was saved), the send claims hold
+    ddb = stack.client("dynamodb")
+    for item in fleet.table.client.query("pk = :pk", {":pk": keys.idempotency_pk("FleetCheckFunction")}):
+        ddb.delete_item(TableName=fleet.table.table_name, Key={"pk": {"S": item["pk"]}, "sk": {"S": item["sk"]}})
+    fleet.fleet_check(event)
+    assert len(moto_commands()) == sent
+    assert fleet.item(offline)["catch_up_attempts"] == 1  # the attempt was counted once
 
 
 def test_an_image_evicted_behind_the_tools_back_is_found_evicted_then_pulled_again(stack, capsys):

@@ -16,6 +16,7 @@ Every step is idempotent on the event id: send claims, and conditional writes ke
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -124,6 +125,7 @@ class _ClusterRun:
     settings: FleetCheckSettings
     table: AuditTable
     now: datetime
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the nodes' catch-ups run in threads
 
     @property
     def budget(self) -> catch_up.Budget:
@@ -150,23 +152,30 @@ class _ClusterRun:
 
     def catch_up(self, node: catch_up.NodePlan) -> None:
         check, table = self.check, self.table
-        for lack in node.give_up:
-            if lack.record is not None and table.catch_ups.given_up(lack.image, lack.record, lack.reason, self.now):
-                check.given_up += 1
-        check.waiting += len(node.waiting)
+        given_up = sum(
+            1
+            for lack in node.give_up
+            if lack.record is not None and table.catch_ups.given_up(lack.image, lack.record, lack.reason, self.now)
+        )
+        with self.lock:
+            check.given_up += given_up
+            check.waiting += len(node.waiting)
         if not node.send:
             return
         reason = ""
         try:
-            check.sent += send_once.send_to_node(
+            sent = send_once.send_to_node(
                 table, self.settings.agent, key=f"{KIND}#{self.event_id}", kind=KIND, cluster=check.cluster,
                 instance_id=node.instance_id, images=sorted(lack.image for lack in node.send),
                 event_id=self.event_id, comment=f"catch-up of {node.instance_id}",
                 attempt=max(lack.attempts for lack in node.send) + 1,
             )  # fmt: skip
+            with self.lock:
+                check.sent += sent
         except (NodeNotReachableError, NotPermittedError) as error:
             reason = f"catch-up could not send: {error}"
-            check.unreachable.append(node.instance_id)
+            with self.lock:
+                check.unreachable.append(node.instance_id)
         for lack in node.send:
             table.catch_ups.attempted(
                 check.cluster, lack.image, node.instance_id, attempts=lack.attempts + 1,
