@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from prefetcher import deadletter, fleet_check
+from prefetcher import fleet_check
 from prefetcher.events import FleetCheckEvent
 from prefetcher.intake import Rejected, parse_or_quarantine
 from prefetcher.observability import traced
@@ -29,15 +29,14 @@ TABLE = AuditTable(SETTINGS.table_name, history_ttl=timedelta(days=SETTINGS.hist
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 ONCE = IdempotencyConfig(event_key_jmespath="id", raise_on_no_idempotency_key=True, expires_after_seconds=86_400)
 PERSISTENCE = TABLE.idempotency.for_function("FleetCheckFunction")
-SOURCE = "FleetCheckFunction"
+SOURCE = fleet_check.SOURCE
 
 
 @idempotent_function(  # type: ignore[untyped-decorator]
     data_keyword_argument="event", persistence_store=PERSISTENCE, config=ONCE
 )
-def check_once(event: FleetCheckEvent) -> dict[str, Any]:
-    result = fleet_check.run(event, SETTINGS, TABLE, datetime.now(UTC))
-    return fleet_check.as_dict(result)
+def check_once(event: FleetCheckEvent, body: str) -> dict[str, Any]:
+    return fleet_check.handle(event, body, SETTINGS, TABLE, datetime.now(UTC))
 
 
 def record_handler(record: SQSRecord) -> str:
@@ -45,13 +44,9 @@ def record_handler(record: SQSRecord) -> str:
     if isinstance(event, Rejected):
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         return "rejected"
-    _, unknown = fleet_check.target_clusters(event, SETTINGS)
-    if unknown:
-        reason = f"not target clusters (TargetClusters): {', '.join(unknown)}"
-        deadletter.quarantine(SETTINGS.dead_letter_queue_url, record.body, reason, SOURCE, "UnknownCluster")
-        logger.error("fleet check rejected clusters", extra={"reason": reason, "event_id": event.id})
+    result: dict[str, Any] = check_once(event=event, body=record.body)
+    if result["rejected"]:
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
-    result: dict[str, Any] = check_once(event=event)
     for cluster in result["clusters"]:
         minimum = cluster["min_coverage"]
         with single_metric(

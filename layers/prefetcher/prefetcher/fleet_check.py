@@ -25,7 +25,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from prefetcher import catch_up, clients, send_once, verify
+from prefetcher import catch_up, clients, deadletter, send_once, verify
 from prefetcher.errors import NodeNotReachableError, NotPermittedError
 from prefetcher.events import FleetCheckEvent
 from prefetcher.refs import ImageRef
@@ -35,6 +35,7 @@ from prefetcher.store.catch_ups import CatchUpRecord
 
 logger = Logger(child=True)
 KIND = "catch-up"
+SOURCE = "FleetCheckFunction"
 DESCRIBE_FILTER_MAX = 200
 RUNNING = frozenset({"pending", "running"})
 Describe = Callable[[list[str]], dict[str, str]]
@@ -85,6 +86,20 @@ def instance_states(instance_ids: list[str]) -> dict[str, str]:
                 for instance in reservation.get("Instances", []):
                     states[instance["InstanceId"]] = instance.get("State", {}).get("Name", "")
     return states
+
+
+def handle(
+    event: FleetCheckEvent, body: str, settings: FleetCheckSettings, table: AuditTable, now: datetime
+) -> dict[str, Any]:
+    """The function's work for one event: the fleet check of its clusters; requested clusters
+    that are not target clusters are kept in the dead-letter queue with the reason (once: this
+    runs under the event's idempotency)."""
+    result = run(event, settings, table, now)
+    if result.rejected:
+        reason = f"not target clusters (TargetClusters): {', '.join(result.rejected)}"
+        deadletter.quarantine(settings.dead_letter_queue_url, body, reason, SOURCE, "UnknownCluster")
+        logger.error("fleet check request rejected", extra={"reason": reason, "event_id": event.id})
+    return as_dict(result)
 
 
 def run(
