@@ -139,6 +139,10 @@ def test_a_node_that_always_fails_stops_at_its_budget_given_up_with_the_reason(s
         (bad, "given-up")
     ]
     assert fleet.record(good).state == "cached"
+    # And `prefetcher coverage` counts it given up
+    coverage = cli_json(capsys, "coverage", "--cluster", "ml-prod", table=fleet.table.table_name)
+    (image,) = coverage["clusters"][0]["images"]
+    assert (image["holding"], image["given_up"]) == (1, 1)
 
 
 def test_a_replayed_schedule_event_sends_nothing_twice(stack):
