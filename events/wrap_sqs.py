@@ -33,6 +33,7 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 AUDIT_QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT}:eks-image-prefetcher-AuditQueue"
 NODE_JOIN_QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT}:eks-image-prefetcher-NodeJoinQueue"
+FLEET_CHECK_QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT}:eks-image-prefetcher-FleetCheckQueue"
 
 # SenderId as in the Lambda documentation's sample SQS event (an IAM unique ID placeholder).
 SENDER_ID = "AIDAIENQZJOLO23YVJ4VO"
@@ -72,6 +73,14 @@ OUTPUTS: dict[str, tuple[str, list[tuple[str, int]]]] = {
     "sqs-ec2-terminated.json": (
         NODE_JOIN_QUEUE_ARN,
         [("ec2-terminated.json", 1)],
+    ),
+    "sqs-events-scheduled.json": (
+        FLEET_CHECK_QUEUE_ARN,
+        [("events-scheduled.json", 1)],
+    ),
+    "sqs-fleet-check-requested.json": (
+        FLEET_CHECK_QUEUE_ARN,
+        [("fleet-check-requested.json", 1)],
     ),
 }
 

@@ -1,6 +1,6 @@
 """`prefetcher`: ask the audit table which nodes hold an image, what failed and why, how covered a
-cluster is; move a dead-letter queue's messages back. (`prefetcher local ...` runs the local
-stack of a clone of the repository: prefetcher_cli/local.py.)
+cluster is; ask for a fleet check now (`verify`); move a dead-letter queue's messages back.
+(`prefetcher local ...` runs the local stack of a clone of the repository: prefetcher_cli/local.py.)
 
 Exit codes: 0 done; 1 not found (unknown image, node or cluster); 2 usage; 3 the table or the
 endpoint cannot be reached (or credentials are missing)."""
@@ -98,6 +98,23 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from prefetcher_cli import verify
+
+    try:
+        view = verify.request(args.cluster or [])
+    except verify.VerifyError as error:
+        raise reports.UsageError(str(error)) from None
+    if args.output == "json":
+        print(output.as_json(view))
+    else:
+        which = ", ".join(view["detail"]["clusters"]) or "every target cluster"
+        print(f"{view['detail_type']} ({view['source']}) put on the default event bus: event {view['event_id']}")
+        print(f"fleet check of {which}: catch-up of nodes lacking a current image, then an inventory")
+        print("follow it with `prefetcher coverage` (last verified, evicted, given-up) and `prefetcher failures`")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="prefetcher", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,9 +146,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster")
     p.set_defaults(run=cmd_failures)
 
+    p = sub.add_parser("verify", help="run the fleet check now (catch-up and inventory) for some or all clusters")
+    p.add_argument("--cluster", action="append", help="a target cluster (repeat; default: every target cluster)")
+    p.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    p.set_defaults(run=cmd_verify)
+
     p = sub.add_parser("redrive", help="move a dead-letter queue's messages back to where they came from")
     p.add_argument(
-        "queue", help="ImagePushDLQ, AuditDLQ, NodeJoinDLQ, EventDeliveryDLQ (from the stack), or a queue URL"
+        "queue",
+        help="ImagePushDLQ, AuditDLQ, NodeJoinDLQ, FleetCheckDLQ, EventDeliveryDLQ (from the stack), or a queue URL",
     )
     p.add_argument("--dry-run", action="store_true", help="count and show the reasons; move nothing")
     p.add_argument("--max", type=int, default=0, help="move at most this many (default: all)")

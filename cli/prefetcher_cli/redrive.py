@@ -1,7 +1,7 @@
 """`prefetcher redrive`: move messages from a dead-letter queue back to where they came from,
 once what made them fail is fixed.
 
-- A queue's dead-letter queue (AuditDLQ, NodeJoinDLQ) goes back to that queue (found with
+- A queue's dead-letter queue (AuditDLQ, NodeJoinDLQ, FleetCheckDLQ) goes back to that queue (found with
   ListDeadLetterSourceQueues).
 - ImagePushDLQ holds Lambda on-failure records (the event is their `requestPayload`) and rejected
   push events: the events go back to the push function, invoked asynchronously as EventBridge
@@ -24,6 +24,7 @@ OUTPUT_OF = {
     "ImagePushDLQ": "ImagePushDLQUrl",
     "AuditDLQ": "AuditDLQUrl",
     "NodeJoinDLQ": "NodeJoinDLQUrl",
+    "FleetCheckDLQ": "FleetCheckDLQUrl",
     "EventDeliveryDLQ": "EventDeliveryDLQUrl",
 }
 

@@ -8,6 +8,7 @@ import contextlib
 import json
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ import boto3
 import yaml
 from botocore.config import Config
 from prefetcher import clients
+from prefetcher.timestamps import event_time
 
 from devtools.local_stack import iam, moto_patches
 from devtools.local_stack.lambda_runtime import AsyncEventSource, LocalFunction, SqsEventSource
@@ -40,6 +42,9 @@ class LocalStack:
     functions: dict[str, LocalFunction] = field(default_factory=dict)
     sources: list[SqsEventSource | AsyncEventSource] = field(default_factory=list)
     queues: dict[str, str] = field(default_factory=dict)  # logical id -> url
+    # Schedule rules (ScheduleExpression): logical id -> their targets' queue URLs. moto does not
+    # fire schedules; `fire_schedule` does, with the event EventBridge would deliver.
+    schedules: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.stack = Stack(
@@ -176,11 +181,40 @@ class LocalStack:
         events.put_targets(Rule=name, Targets=[{"Id": tid, "Arn": tarn} for tid, tarn in target_arns])
         self._remember(logical_id, name, arn)
 
+    def _put_schedule(self, logical_id: str, expression: str, target_arns: list[tuple[str, str]]) -> None:
+        events = self.client("events")
+        name = self.stack.local_name(logical_id)
+        arn = events.put_rule(Name=name, ScheduleExpression=expression, State="ENABLED")["RuleArn"]
+        # No targets in moto: it would match every event to a rule without a pattern, where
+        # EventBridge sends a schedule rule's targets only its own events (fire_schedule).
+        self._remember(logical_id, name, arn)
+        self.schedules[logical_id] = [self._queue_url_of_arn(tarn) for _, tarn in target_arns]
+
+    def scheduled_event(self, logical_id: str, event_id: str | None = None) -> dict[str, Any]:
+        """The event a schedule rule sends when it fires (AWS's "Scheduled Event": source
+        aws.events, detail {}, the rule's ARN in resources)."""
+        return {
+            "version": "0", "id": event_id or str(uuid.uuid4()), "detail-type": "Scheduled Event",
+            "source": "aws.events", "account": ACCOUNT, "time": event_time(), "region": REGION,
+            "resources": [self.stack.arns[logical_id]], "detail": {},
+        }  # fmt: skip
+
+    def fire_schedule(self, logical_id: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Fire a schedule rule once (or deliver `event` again, as EventBridge may): the event
+        goes to each of the rule's queue targets. Returns the event."""
+        event = event or self.scheduled_event(logical_id)
+        for url in self.schedules[logical_id]:
+            self.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(event))
+        return event
+
     def _create_rules(self) -> None:
         sqs = self.client("sqs")
         for logical_id, resource in self.stack.of_type("AWS::Events::Rule").items():
             properties = resource["Properties"]
             targets = [(t["Id"], str(self.stack.resolve(t["Arn"]))) for t in properties.get("Targets", [])]
+            if "ScheduleExpression" in properties:
+                self._put_schedule(logical_id, str(self.stack.resolve(properties["ScheduleExpression"])), targets)
+                continue
             self._put_rule(logical_id, self.stack.resolve(properties["EventPattern"]), targets)
         for function_id, resource in self.stack.of_type("AWS::Serverless::Function").items():
             function = self.functions[function_id]

@@ -33,6 +33,10 @@ def worst_parameters(template: dict[str, Any]) -> dict[str, str]:
             values[name] = "arn:aws-us-gov:sns:us-gov-west-1:123456789012:" + "t" * 256
         elif name in ("MaxConcurrency", "MaxErrors"):
             values[name] = "100%"
+        elif name == "FleetCheckSchedule":
+            values[name] = "cron(" + "1" * 100 + ")"  # the pattern's longest
+        elif name == "CatchUpBackoffSeconds":
+            values[name] = ",".join(["9999999"] * 10)  # the pattern's longest
         else:
             assert "MaxLength" in spec, f"parameter {name} has no MaxLength: nothing bounds what it adds"
             length = int(spec["MaxLength"])

@@ -23,8 +23,8 @@ from tests.helpers import ROOT
 SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
 OPERATIONS = ROOT / "docs" / "operations.md"
-DEAD_LETTER_QUEUES = {"ImagePushDLQ", "AuditDLQ", "NodeJoinDLQ", "EventDeliveryDLQ"}
-SENDING_FUNCTIONS = {"ImagePushFunction", "NodeJoinFunction", "SsmAuditFunction"}
+DEAD_LETTER_QUEUES = {"ImagePushDLQ", "AuditDLQ", "NodeJoinDLQ", "FleetCheckDLQ", "EventDeliveryDLQ"}
+SENDING_FUNCTIONS = {"ImagePushFunction", "NodeJoinFunction", "SsmAuditFunction", "FleetCheckFunction"}
 
 
 # ---------------------------------------------------------------- helpers ----------------

@@ -50,7 +50,13 @@ TOP_LEVEL_FIELDS = {
         "detail",
     ],
 }
+# AWS's "Scheduled Event" sample (EventBridge user guide, "Creating a rule that runs on a
+# schedule"; the same shape as aws-lambda-rust-runtime's fixture), and our own request's.
+for _name in ("Scheduled Event", "Fleet Check Requested"):
+    TOP_LEVEL_FIELDS[_name] = TOP_LEVEL_FIELDS["ECR Image Action"]
 SOURCES = {
+    "Scheduled Event": "aws.events",
+    "Fleet Check Requested": "eks-image-prefetcher",
     "ECR Image Action": "aws.ecr",
     "EC2 Instance State-change Notification": "aws.ec2",
     "EC2 Command Invocation Status-change Notification": "aws.ssm",
@@ -67,6 +73,8 @@ RAW_EVENT_FILES = [
     "ssm-invocation-failed.json",
     "ssm-invocation-timedout.json",
     "ssm-invocation-cancelled.json",
+    "events-scheduled.json",
+    "fleet-check-requested.json",
 ]
 SQS_FILES = [
     "sqs-ssm-invocation-success.json",
@@ -74,6 +82,8 @@ SQS_FILES = [
     "sqs-ssm-invocation-failed.json",
     "sqs-ec2-running.json",
     "sqs-ec2-terminated.json",
+    "sqs-events-scheduled.json",
+    "sqs-fleet-check-requested.json",
 ]
 SQS_RECORD_FIELDS = [
     "messageId",
@@ -245,3 +255,16 @@ def test_ssm_invocation_events_have_the_documented_detail(name: str, status: str
     ]
     assert event["detail"]["status"] == status
     assert event["resources"] == [f"arn:aws:ec2:us-east-1:123456789012:instance/{event['detail']['instance-id']}"]
+
+
+@pytest.mark.parametrize("name", ["events-scheduled.json", "fleet-check-requested.json"])
+def test_the_fleet_check_events_parse_into_the_functions_model(name: str) -> None:
+    # Given the schedule's event and an operator's request
+    from prefetcher.events import FleetCheckEvent
+
+    event = json.loads((EVENTS_DIR / name).read_text())
+    # When FleetCheckFunction's model reads them
+    parsed = FleetCheckEvent.model_validate(event)
+    # Then the schedule has an empty detail and the request names its cluster and who asked
+    assert parsed.scheduled == (name == "events-scheduled.json")
+    assert parsed.detail.clusters == ([] if parsed.scheduled else ["ml-prod"])

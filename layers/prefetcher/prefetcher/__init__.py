@@ -22,6 +22,9 @@ Module map (one line each: what it holds):
                   an inventory's disk line
 - `inventory`     what an inventory's lines mean for each image record (Verification, reconcile)
 - `verify`        the inventory's send: one cluster, by tag targets, exactly once, kind `inventory`
+- `catch_up`      which live node lacks which current image: send now, wait (backoff), or give up
+- `fleet_check`   the fleet check per cluster: catch-up, silent nodes leaving coverage, inventory,
+                  coverage
 - `states`        per-node, per-image states and the updates one status event makes
 - `store`         the audit table, one class per aggregate (store/)
 - `timestamps`    time as the project writes and reads it

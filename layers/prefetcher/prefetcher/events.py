@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from prefetcher import refs
 from prefetcher.timestamps import aware
@@ -142,9 +142,49 @@ class InstanceStateEvent(_AwsEvent):
     detail: InstanceStateDetail
 
 
+# ---- The fleet check: EventBridge's "Scheduled Event", or our own "Fleet Check Requested" ------
+
+ClusterName = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")]
+SCHEDULED = ("aws.events", "Scheduled Event")
+REQUESTED = ("eks-image-prefetcher", "Fleet Check Requested")
+
+
+class FleetCheckDetail(BaseModel):
+    """A schedule's detail is `{}`; a request (`prefetcher verify`) may name clusters and who
+    asked."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True, defer_build=True)
+
+    clusters: list[ClusterName] = Field(default_factory=list, max_length=100)
+    requested_by: str = Field("", alias="requested-by", max_length=256, pattern=r"^[A-Za-z0-9@._:/+=,-]*$")
+
+
+class FleetCheckEvent(_AwsEvent):
+    """Either the schedule rule's event (AWS's `Scheduled Event` shape: source `aws.events`,
+    detail `{}`, the rule's ARN in `resources`) or an operator's request (source
+    `eks-image-prefetcher`, detail-type `Fleet Check Requested`)."""
+
+    source: Literal["aws.events", "eks-image-prefetcher"]
+    detail_type: Literal["Scheduled Event", "Fleet Check Requested"] = Field(alias="detail-type")
+    detail: FleetCheckDetail
+
+    @model_validator(mode="after")
+    def _pair(self) -> FleetCheckEvent:
+        if (self.source, self.detail_type) not in (SCHEDULED, REQUESTED):
+            raise ValueError(f"detail-type {self.detail_type!r} does not come from source {self.source!r}")
+        if self.source == SCHEDULED[0] and (self.detail.clusters or self.detail.requested_by):
+            raise ValueError("a Scheduled Event's detail is empty")
+        return self
+
+    @property
+    def scheduled(self) -> bool:
+        return self.source == SCHEDULED[0]
+
+
 __all__ = [
     "CommandInvocationEvent",
     "EcrImageActionEvent",
+    "FleetCheckEvent",
     "InstanceStateEvent",
     "InvocationStatus",
 ]

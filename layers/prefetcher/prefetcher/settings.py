@@ -154,3 +154,26 @@ class JoinSettings(_PullSettings):
         """Seconds before try `attempt + 1`, after try `attempt` (1-based) failed."""
         delays = [int(part) for part in self.join_retry_delays]
         return delays[min(attempt, len(delays)) - 1]
+
+
+class FleetCheckSettings(_PullSettings):
+    """The scheduled (or requested) fleet check: catch-up budget, rounds before a silent node is
+    checked with EC2, and where bad events go."""
+
+    # Catch-up commands per node and digest before it is recorded given-up.
+    catch_up_max_attempts: int = Field(5, alias="CATCH_UP_MAX_ATTEMPTS", ge=1, le=50)
+    # Seconds after the 1st, 2nd, ... catch-up before the next may go (the last repeats).
+    catch_up_backoff: CommaList = Field(("3600", "14400", "57600", "230400"), alias="CATCH_UP_BACKOFF_SECONDS")
+    # Inventory rounds in a row a live node may leave unanswered before EC2 is asked about it.
+    leave_after_rounds: int = Field(3, alias="LEAVE_AFTER_ROUNDS", ge=1, le=100)
+
+    @field_validator("catch_up_backoff")
+    @classmethod
+    def _backoff(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or not all(part.isdigit() and int(part) <= 2_592_000 for part in value):
+            raise ValueError("CATCH_UP_BACKOFF_SECONDS must be comma-separated whole seconds, each at most 2592000")
+        return value
+
+    @property
+    def backoff_seconds(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.catch_up_backoff)

@@ -4,7 +4,7 @@
 - client.py: the one DynamoDB client (errors, pagination, TTL, the conditional write)
 - expressions.py: serialization and the UpdateItem expression builder
 - table.py: `AuditTable`, the facade that holds one object per aggregate:
-  catalog.py, commands.py, node_images.py (verifications.py: an inventory's writes), nodes.py,
+  catalog.py, catch_ups.py, commands.py, node_images.py (verifications.py: an inventory's writes), nodes.py,
   queries.py (rows.py), idempotency.py
 """
 

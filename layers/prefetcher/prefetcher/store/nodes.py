@@ -64,6 +64,25 @@ class Nodes:
             self._client.update_if(keys.key(record["pk"], record["sk"]), out, out.exists())
         return True
 
+    def count_round(self, cluster: str, instance_id: str, *, answered: bool, event_id: str, at: datetime) -> int:
+        """A fleet check counts one inventory round for a live node: `missed_rounds` back to 0 if
+        it answered the last one, else one more; once per fleet-check event (a replay counts
+        nothing). Returns the node's missed rounds."""
+        update = Update().set(fleet_check_event=event_id, fleet_check_at=iso(at))
+        if answered:
+            update.set(missed_rounds=0)
+        else:
+            update.add(missed_rounds=1)
+        done = update.name("fleet_check_event")
+        condition = (
+            f"attribute_exists({update.name('pk')}) AND attribute_not_exists({update.name('left_at')}) AND "
+            f"(attribute_not_exists({done}) OR {done} <> {update.value(event_id)})"
+        )
+        written = self._client.update_if(
+            keys.node(cluster, instance_id), update, condition, new_on_success=True, stored_on_failure=True
+        )
+        return int(written.item.get("missed_rounds", 0))
+
     def cluster_of(self, instance_id: str) -> str:
         """The cluster a known node belongs to ("" if unknown)."""
         for item in self._items(instance_id):
