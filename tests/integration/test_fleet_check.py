@@ -10,25 +10,20 @@ from datetime import UTC, datetime
 
 import pytest
 from prefetcher.refs import ImageRef
-from prefetcher.store import AuditTable, keys
+from prefetcher.store import keys
 from prefetcher_cli import main as cli
 
 from devtools.local_stack import moto_patches, ssm_agent
-from devtools.local_stack.ec2_fleet import NodeSpec, launch
-from devtools.local_stack.node_simulator import NodeSimulator, Report, SimulatedNodes
-from tests.helpers import load_event, moto_commands
-from tests.integration.test_join import state_event
-
-PUSH = load_event("ecr-push-tagged.json")
-IMAGE = ImageRef("123456789012.dkr.ecr.us-east-1.amazonaws.com", "ml/trainer", PUSH["detail"]["image-digest"], "v1.4.0")
-SCHEDULE = "FleetCheckScheduleRule"
+from devtools.local_stack.node_simulator import Report, SimulatedNodes
+from tests.helpers import moto_commands
+from tests.integration.simulated_fleet import IMAGE, SCHEDULE, SIZES, SimulatedFleet, cli_json
 
 
 class FailingNodes(SimulatedNodes):
     """Simulated agents; the nodes in `failing` fail every pull, with the registry's answer."""
 
     def __init__(self, failing: set[str]) -> None:
-        super().__init__(sizes={"ml/trainer": 1_287_651_328})
+        super().__init__(sizes=SIZES)
         self.failing = failing
 
     def __call__(self, instance_id: str, parameters: dict[str, str]) -> Report:
@@ -43,56 +38,13 @@ class FailingNodes(SimulatedNodes):
         return ssm_agent.report(ssm_agent.ScriptExit(1, "\n".join(lines) + "\n", "", now, now))
 
 
-class Fleet:
-    def __init__(self, stack, failing: set[str] | None = None) -> None:
-        self.stack = stack
-        self.nodes = FailingNodes(failing if failing is not None else set())
-        self.simulator = NodeSimulator(
-            stack.put_events, "123456789012", "us-east-1", stack.output("PrefetchDocument"), self.nodes
-        )
-        self.table = AuditTable(stack.output("AuditTable"))
-
-    def join(self, count: int) -> list[str]:
-        """Nodes of ml-prod that started (their running events through the node-join path)."""
-        nodes = launch(self.stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"), count)
-        self.stack.put_events(*(state_event(node, "running") for node in nodes))
-        self.run()
-        return nodes
-
-    def run(self) -> None:
-        self.stack.run_sources(between=self.simulator.step)
-
-    def push(self) -> None:
-        self.stack.put_events(PUSH)
-        self.run()
-
-    def fleet_check(self, event: dict | None = None) -> dict:
-        fired = self.stack.fire_schedule(SCHEDULE, event)
-        self.run()
-        return fired
-
-    def record(self, instance: str):
-        _, records = self.table.queries.image(IMAGE.repository, IMAGE.digest)
-        found = [r for r in records if r.instance_id == instance]
-        return found[0] if found else None
-
-    def item(self, instance: str) -> dict:
-        return self.table.client.get(keys.node_image(IMAGE.repository, IMAGE.digest, instance)) or {}
-
-
-def catch_ups(fleet: Fleet) -> list:
+def catch_ups(fleet: SimulatedFleet) -> list:
     return [c for c in moto_commands() if "catch-up of" in (c.comment or "")]
-
-
-def cli_json(capsys, *args: str, table: str) -> dict:
-    capsys.readouterr()
-    assert cli.main([*args, "--output", "json", "--table", table]) == 0
-    return json.loads(capsys.readouterr().out)
 
 
 def test_a_node_unreachable_at_push_time_gets_the_image_at_the_next_fleet_check(stack):
     # Given two nodes of ml-prod, one whose SSM agent is not registered when the image is pushed
-    fleet = Fleet(stack)
+    fleet = SimulatedFleet(stack)
     offline, online = fleet.join(2)
     moto_patches.set_agent_registered(offline, False)
     fleet.push()
@@ -115,7 +67,7 @@ def test_a_node_unreachable_at_push_time_gets_the_image_at_the_next_fleet_check(
 def test_a_node_that_always_fails_stops_at_its_budget_given_up_with_the_reason(stack, capsys):
     # Given a node whose every pull fails (budget: 2 catch-ups)
     failing: set[str] = set()
-    fleet = Fleet(stack, failing)
+    fleet = SimulatedFleet(stack, FailingNodes(failing))
     bad, good = fleet.join(2)
     failing.add(bad)
     fleet.push()
@@ -147,7 +99,7 @@ def test_a_node_that_always_fails_stops_at_its_budget_given_up_with_the_reason(s
 
 def test_a_replayed_schedule_event_sends_nothing_twice(stack):
     # Given a node that lacks the image, and a schedule event that was handled
-    fleet = Fleet(stack)
+    fleet = SimulatedFleet(stack)
     offline, _ = fleet.join(2)
     moto_patches.set_agent_registered(offline, False)
     fleet.push()
@@ -170,7 +122,7 @@ def test_a_replayed_schedule_event_sends_nothing_twice(stack):
 
 def test_an_image_evicted_behind_the_tools_back_is_found_evicted_then_pulled_again(stack, capsys):
     # Given two nodes that pulled the image, and the image removed on one behind the agent's back
-    fleet = Fleet(stack)
+    fleet = SimulatedFleet(stack)
     evicted, _ = fleet.join(2)
     fleet.push()
     fleet.nodes.evict(evicted, IMAGE)
@@ -193,7 +145,7 @@ def test_an_image_evicted_behind_the_tools_back_is_found_evicted_then_pulled_aga
 @pytest.mark.parametrize("stack", [{"LeaveCoverageAfterRounds": "2"}], indirect=True)
 def test_a_node_terminated_without_its_event_leaves_coverage_after_the_rounds(stack):
     # Given two nodes that pulled the image, and one terminated while its event went to a dead-letter queue
-    fleet = Fleet(stack)
+    fleet = SimulatedFleet(stack)
     gone, alive = fleet.join(2)
     fleet.push()
     stack.client("ec2").terminate_instances(InstanceIds=[gone])
@@ -212,7 +164,7 @@ def test_a_node_terminated_without_its_event_leaves_coverage_after_the_rounds(st
 
 def test_prefetcher_verify_puts_the_documented_event_and_it_reaches_the_function(stack, capsys, monkeypatch):
     # Given two nodes that hold the pushed image
-    fleet = Fleet(stack)
+    fleet = SimulatedFleet(stack)
     nodes = fleet.join(2)
     fleet.push()
     # When an operator runs `prefetcher verify --cluster ml-prod --cluster nope`... first the good one
@@ -228,7 +180,7 @@ def test_prefetcher_verify_puts_the_documented_event_and_it_reaches_the_function
 
 def test_a_request_for_a_cluster_that_is_not_a_target_is_kept_with_the_reason(stack):
     # Given a request naming a cluster this stack does not serve
-    fleet = Fleet(stack)
+    fleet = SimulatedFleet(stack)
     fleet.join(1)
     fleet.push()
     event = {"source": "eks-image-prefetcher", "detail-type": "Fleet Check Requested",

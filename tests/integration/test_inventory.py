@@ -10,60 +10,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from prefetcher import verify
-from prefetcher.refs import ImageRef
 from prefetcher.settings import AgentSettings
 from prefetcher.states import NodeImageUpdate, NodeState
-from prefetcher.store import AuditTable, keys
+from prefetcher.store import AuditTable
 from prefetcher_cli import main as cli
 
-from devtools.local_stack.ec2_fleet import NodeSpec, launch
-from devtools.local_stack.node_simulator import NodeSimulator, SimulatedNodes
-from tests.helpers import load_event, moto_commands
-from tests.integration.test_audit import ACCOUNT, REGION, finish, status_event
-
-PUSH = load_event("ecr-push-tagged.json")
-IMAGE = ImageRef("123456789012.dkr.ecr.us-east-1.amazonaws.com", "ml/trainer", PUSH["detail"]["image-digest"], "v1.4.0")
-
-
-class Fleet:
-    def __init__(self, stack, *nodes: str) -> None:
-        self.stack = stack
-        self.nodes = SimulatedNodes(sizes={"ml/trainer": 1_287_651_328})
-        self.simulator = NodeSimulator(stack.put_events, ACCOUNT, REGION, stack.output("PrefetchDocument"), self.nodes)
-        self.table = AuditTable(stack.output("AuditTable"))
-
-    def launch(self, count: int = 1) -> list[str]:
-        return launch(self.stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"), count)
-
-    def push(self, event=PUSH) -> None:
-        self.stack.put_events(event)
-        self.stack.run_sources(between=self.simulator.step)
-
-    def inventory(self, key: str = "verify-1") -> list[str]:
-        """Ask ml-prod's nodes what they hold, and let them answer through the audit path."""
-        agent = AgentSettings(document_name=self.stack.output("PrefetchDocument"))
-        sent = verify.send_inventory(self.table, agent, "ml-prod", key=key)
-        self.stack.run_sources(between=self.simulator.step)
-        return sent
-
-    def record(self, instance: str):
-        _, records = self.table.queries.image(IMAGE.repository, IMAGE.digest)
-        found = [r for r in records if r.instance_id == instance]
-        return found[0] if found else None
-
-    def item(self, instance: str) -> dict:
-        return self.table.client.get(keys.node_image(IMAGE.repository, IMAGE.digest, instance)) or {}
-
-
-def cli_json(capsys, *args: str, table: str) -> dict:
-    capsys.readouterr()
-    assert cli.main([*args, "--output", "json", "--table", table]) == 0
-    return json.loads(capsys.readouterr().out)
+from tests.helpers import moto_commands
+from tests.integration.simulated_fleet import IMAGE, PUSH, SimulatedFleet, cli_json
+from tests.integration.test_audit import finish, status_event
 
 
 def test_an_inventory_finding_a_cached_image_absent_records_it_evicted_and_a_present_one_verified(stack, capsys):
     # Given two nodes that pulled the pushed image, and the image removed behind the agent's back on one
-    fleet = Fleet(stack)
+    fleet = SimulatedFleet(stack)
     evicted, kept = fleet.launch(2)
     fleet.push()
     pulled = {node: fleet.record(node) for node in (evicted, kept)}
@@ -106,7 +65,7 @@ def test_an_inventory_finding_a_cached_image_absent_records_it_evicted_and_a_pre
 @pytest.mark.parametrize("stack", [{"HistoryRetentionDays": "1"}], indirect=True)
 def test_with_a_short_retention_a_verified_current_image_on_a_live_node_does_not_age_out(stack):
     # Given a one-day retention, and a node's record of a current image pulled three days ago (its expiry has passed)
-    fleet = Fleet(stack)
+    fleet = SimulatedFleet(stack)
     fleet.push()  # the image is current in ml-prod
     (node,) = fleet.launch()
     long_ago = datetime.now(UTC) - timedelta(days=3)
@@ -126,7 +85,7 @@ def test_with_a_short_retention_a_verified_current_image_on_a_live_node_does_not
 
 def test_a_node_answering_with_an_image_it_has_no_record_of_gets_one_and_an_absent_one_gets_none(stack):
     # Given a current image pushed before two nodes joined (no command reached them): one holds it anyway
-    fleet = Fleet(stack)
+    fleet = SimulatedFleet(stack)
     fleet.push()
     holder, empty = fleet.launch(2)
     fleet.nodes.place(holder, IMAGE)
@@ -144,7 +103,7 @@ def test_a_node_answering_with_an_image_it_has_no_record_of_gets_one_and_an_abse
 
 def test_a_replayed_inventory_status_event_writes_nothing_twice(stack):
     # Given an inventory answered and recorded: one node's image evicted, one verified
-    fleet = Fleet(stack)
+    fleet = SimulatedFleet(stack)
     evicted, kept = fleet.launch(2)
     fleet.push()
     fleet.nodes.evict(evicted, IMAGE)
@@ -161,7 +120,7 @@ def test_a_replayed_inventory_status_event_writes_nothing_twice(stack):
 
 def test_an_inventory_older_than_a_newer_pull_does_not_overwrite_it(stack):
     # Given a node holding the image, and an inventory sent to it that found the image absent
-    fleet = Fleet(stack)
+    fleet = SimulatedFleet(stack)
     (node,) = fleet.launch()
     fleet.push()
     agent = AgentSettings(document_name=stack.output("PrefetchDocument"))
