@@ -16,6 +16,7 @@ from devtools.local_stack.containerd_nodes import LocalNodes
 from devtools.local_stack.ec2_fleet import NodeSpec, launch
 from devtools.local_stack.node_simulator import NodeSimulator, real_agent
 from tests.helpers import load_event
+from tests.integration.test_join import state_event
 
 pytestmark = pytest.mark.node  # a real containerd and registry (needs root)
 
@@ -56,3 +57,46 @@ def test_real_pull_results_land_in_the_audit_table(stack, node_base):
     for record in failed:
         assert record.state == "failed" and "not found" in record.reason
     assert len(failed) == 2
+
+
+def test_an_image_the_kubelets_gc_removed_is_found_evicted_and_pulled_again_by_the_catch_up(stack, node_base):
+    nodes = LocalNodes(Path(tempfile.mkdtemp(prefix="prefetch-nodes-"))).start()
+    try:
+        # Given two nodes that joined ml-prod, then pulled a pushed image for real
+        instances = launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"), 2)
+        simulator = NodeSimulator(
+            stack.put_events, "123456789012", "us-east-1", stack.output("PrefetchDocument"), real_agent(nodes)
+        )
+        stack.put_events(*(state_event(instance, "running") for instance in instances))
+        stack.run_sources(timeout=300, between=simulator.step)
+        digest = nodes.push("ml/trainer", {"w": random.Random(7).randbytes(1024 * 1024)}, "v1.4.0")
+        push = copy.deepcopy(load_event("ecr-push-tagged.json"))
+        push["detail"]["image-digest"] = digest
+        stack.put_events(push)
+        stack.run_sources(timeout=300, between=simulator.step)
+        table = AuditTable(stack.output("AuditTable"))
+        states = {r.instance_id: r.state for r in table.queries.image("ml/trainer", digest)[1]}
+        assert states == dict.fromkeys(instances, "cached")
+        # And, behind the tool's back (as the kubelet's image GC would), every name of that digest
+        # removed from one node's containerd
+        gone, kept = instances
+        node = nodes.containerd(gone)
+        names = [name for name, image in node.images().items() if image["digest"] == digest]
+        assert names
+        node.ctr("images", "rm", *names)
+        # When the scheduled fleet check runs: its inventory asks every node what it holds
+        stack.fire_schedule("FleetCheckScheduleRule")
+        stack.run_sources(timeout=300, between=simulator.step)
+        # Then the node without the image is recorded evicted, the other verified as holding it
+        records = {r.instance_id: r for r in table.queries.image("ml/trainer", digest)[1]}
+        assert records[gone].state == "evicted" and records[gone].last_seen_at
+        assert records[kept].state == "cached" and records[kept].verified_at
+        # When the next fleet check runs: its catch-up sends the node exactly what it lacks
+        stack.fire_schedule("FleetCheckScheduleRule")
+        stack.run_sources(timeout=300, between=simulator.step)
+        # Then the image is on that node's containerd again, and the table says so
+        assert any(image["digest"] == digest for image in node.images().values())
+        records = {r.instance_id: r for r in table.queries.image("ml/trainer", digest)[1]}
+        assert records[gone].state == "cached" and records[gone].holds
+    finally:
+        nodes.stop()
