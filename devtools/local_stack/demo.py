@@ -199,7 +199,8 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
             clients.reset()
             table = stack.output("AuditTable")
             print(f"    table {table}, document {stack.output('PrefetchDocument')}")
-            print(f"    function logs: {log_path.relative_to(ROOT)}")
+            shown = log_path.relative_to(ROOT) if log_path.is_relative_to(ROOT) else log_path
+            print(f"    function logs: {shown}")
 
             launch_fleet(stack)
             event = json.loads(PUSH_EVENT.read_text())
