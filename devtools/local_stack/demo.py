@@ -6,7 +6,10 @@ through the template's EventBridge rule to ImagePushFunction; the node simulator
 command as each node's agent would and emits the status events, which go through the audit rule
 and queue to SsmAuditFunction; finally `prefetcher status` and `prefetcher coverage` read the
 audit table in DynamoDB Local (printed with the CLI's own query and formatting modules, as the
-commands print them). Everything started here is stopped at the end, also on Ctrl-C."""
+commands print them). Then a node joins late, and the demo image is removed on it behind the
+tool's back (as the kubelet's image GC would): the scheduled fleet check's inventory finds it
+`evicted`, and the next fleet check's catch-up pulls it again. Everything started here is
+stopped at the end, also on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -21,17 +24,19 @@ from typing import Any
 
 from prefetcher import clients
 from prefetcher.errors import PrefetcherError
+from prefetcher.refs import ImageRef
 from prefetcher.store import AuditTable
 from prefetcher.timestamps import event_time
 from prefetcher_cli import output, reports
 
 from devtools.local_stack import iam, moto_patches
 from devtools.local_stack.ec2_fleet import DEMO_FLEET, NodeSpec, launch
-from devtools.local_stack.node_simulator import AgentRunner, NodeSimulator, real_agent, simulated_agent
+from devtools.local_stack.node_simulator import AgentRunner, NodeSimulator, SimulatedNodes, real_agent
 from devtools.local_stack.servers import Servers
 from devtools.local_stack.stack import LocalStack
 from devtools.local_stack.template_resolver import ROOT
 
+FLEET_CHECK_RULE = "FleetCheckScheduleRule"
 PUSH_EVENT = ROOT / "events" / "ecr-push-tagged.json"
 JOIN_EVENT = ROOT / "events" / "ec2-running.json"
 DEMO_IMAGE_BYTES = {"ml/trainer": 1_287_651_328}
@@ -70,10 +75,11 @@ def launch_fleet(stack: LocalStack) -> None:
 
 def prepare_agents(nodes: Any, why_not: str, event: dict[str, Any]) -> AgentRunner:
     """The agent each simulated node runs; with real nodes, the demo image is pushed first and
-    the push event carries its real digest."""
+    the push event carries its real digest. Simulated agents remember what each node holds, so
+    that they answer the fleet check's inventory too."""
     if nodes is None:
         say(f"node agents: simulated pulls (real pulls need root with containerd: {why_not})")
-        return simulated_agent(DEMO_IMAGE_BYTES)
+        return SimulatedNodes(sizes=dict(DEMO_IMAGE_BYTES))
     say("node agents: the SSM document's script, run for real on a containerd per node")
     digest = nodes.push(event["detail"]["repository-name"], DEMO_IMAGE_FILES(), event["detail"]["image-tag"])
     print(f"    demo image pushed to a local registry standing in for ECR: {digest}")
@@ -101,6 +107,54 @@ def join_a_node(stack: LocalStack, simulator: NodeSimulator) -> str:
     stack.run_sources(timeout=120, between=agent_registers_after_a_while)
     print("    the node-join function retried until the agent registered, then sent every current image")
     return instance
+
+
+def pushed_image(event: dict[str, Any]) -> ImageRef:
+    """The image of an ECR push event, as the functions name it."""
+    detail = event["detail"]
+    registry = f"{event['account']}.dkr.ecr.{event['region']}.amazonaws.com"
+    return ImageRef(registry, detail["repository-name"], detail["image-digest"], detail["image-tag"])
+
+
+def evict(runner: AgentRunner, nodes: Any, instance: str, image: ImageRef) -> None:
+    """Remove the image from the node behind the tool's back, as the kubelet's image GC would:
+    on a real node every name of its digest in containerd's k8s.io namespace."""
+    say(f"the image is removed on {instance} behind the tool's back, as the kubelet's image GC would")
+    if nodes is None:
+        assert isinstance(runner, SimulatedNodes)
+        runner.evict(instance, image)
+        print(f"    the simulated node {instance} no longer holds {image.repository}@{image.digest[:19]}...")
+        return
+    containerd = nodes.containerd(instance)
+    names = sorted(name for name, info in containerd.images().items() if info["digest"] == image.digest)
+    for name in names:
+        containerd.ctr("images", "rm", "--sync", name)
+        print(f"    ctr -n k8s.io images rm {name}   (containerd of {instance})")
+    if not names:
+        print(f"    {instance}'s containerd holds no name of {image.digest[:19]}... (nothing to remove)")
+
+
+def record_state(table: str, instance: str, image: ImageRef) -> str:
+    """The state of the node's record of the image in the audit table."""
+    _, records = AuditTable(table).queries.image(image.repository, image.digest)
+    return next((str(r.state) for r in records if r.instance_id == instance), "missing")
+
+
+def heal(stack: LocalStack, simulator: NodeSimulator, table: str, instance: str, image: ImageRef) -> None:
+    """Two fleet checks (the schedule rule fired twice): the first's inventory finds the image
+    gone from the node, the second's catch-up pulls it again."""
+    say(f"fleet check (the schedule rule {FLEET_CHECK_RULE} fires): catch-up, then each node's inventory")
+    stack.fire_schedule(FLEET_CHECK_RULE)
+    stack.run_sources(timeout=120, between=simulator.step)
+    print(f"    the inventory found the image absent: the node's record is now {record_state(table, instance, image)}")
+    say(f"prefetcher node {instance}")
+    show(table, "node", instance)
+    say("the next fleet check: its catch-up sends the image to the nodes of a target cluster lacking it")
+    stack.fire_schedule(FLEET_CHECK_RULE)
+    stack.run_sources(timeout=120, between=simulator.step)
+    print(f"    the node pulled it again: its record is now {record_state(table, instance, image)}")
+    say("prefetcher coverage")
+    show(table, "coverage")
 
 
 def show(table: str, command: str, argument: str | None = None) -> None:
@@ -145,7 +199,8 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
             clients.reset()
             table = stack.output("AuditTable")
             print(f"    table {table}, document {stack.output('PrefetchDocument')}")
-            print(f"    function logs: {log_path.relative_to(ROOT)}")
+            shown = log_path.relative_to(ROOT) if log_path.is_relative_to(ROOT) else log_path
+            print(f"    function logs: {shown}")
 
             launch_fleet(stack)
             event = json.loads(PUSH_EVENT.read_text())
@@ -179,6 +234,10 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
             show(table, "node", joined)
             say("prefetcher coverage")
             show(table, "coverage")
+
+            pushed = pushed_image(event)
+            evict(runner, nodes, joined, pushed)
+            heal(stack, simulator, table, joined, pushed)
             report_iam()
         return 0
     finally:
