@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from bench import audit_ingest, cold_start, fanout, node_bench, package_size, query_cost, report
+from bench import audit_ingest, cold_start, fanout, inventory, node_bench, package_size, query_cost, report
 from bench.common import save
 
 
@@ -18,6 +18,7 @@ def main() -> int:
         ("cold start", cold_start.main),
         ("fan-out", fanout.main),
         ("audit ingest", audit_ingest.main),
+        ("inventory", inventory.main),
         ("query cost", query_cost.main),
         ("node agent", node_bench.main),
     ):
