@@ -212,12 +212,8 @@ def inventory_section(results: dict[str, Any]) -> list[str]:
         + (
             "The whole fleet check is flat too."
             if flat
-            else "The whole fleet check is not: it counts each live node's inventory round (`missed_rounds`,"
-            " `fleet_check_at`: store/nodes.py `count_round`) with one conditional UpdateItem per live node,"
-            " so its calls grow by one per node; the Queries (catalog, live nodes, records per current image)"
-            " are one each, paged at 1 MB. This is the goal not met in the summary; the count could be"
-            " batched (PartiQL batches of 25, as the audit path writes) or kept on the node records"
-            " the inventory's results already write."
+            else "The whole fleet check is not: its calls grow with the node count; look at the operations"
+            " listed above for the one that does."
         ),
         "",
         f"Ingest of inventory results: {i['nodes']:,} nodes answer an inventory of the cluster's {i['images']} current",

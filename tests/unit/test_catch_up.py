@@ -113,19 +113,21 @@ def test_coverage_is_the_share_of_live_nodes_holding_the_image():
     assert catch_up.coverage_percent([], {}, NOW) == 100.0
 
 
-def test_a_node_answered_the_last_round_if_a_record_was_verified_since_the_previous_check():
-    from prefetcher.fleet_check import answered_last_round
+def test_a_node_has_missed_the_rounds_since_its_last_verification_or_its_join():
+    from prefetcher.fleet_check import missed_rounds
 
-    previous = iso(NOW - timedelta(days=1))
-    node = NodeRow(instance_id="i-1", joined_at=iso(NOW - timedelta(days=9)), fleet_check_at=previous)
-    # Given records verified before and after the previous check
-    old = record("i-1", "cached", verified_at=iso(NOW - timedelta(days=2)))
-    new = record("i-1", "cached", verified_at=iso(NOW - timedelta(hours=2)))
-    # Then only a verification since counts; a node never counted or joined since has missed nothing
-    assert not answered_last_round(node, [old])
-    assert answered_last_round(node, [old, new])
-    assert answered_last_round(NodeRow(instance_id="i-1"), [])
-    assert answered_last_round(NodeRow(instance_id="i-1", joined_at=iso(NOW), fleet_check_at=previous), [])
+    # Given a cluster's three earlier rounds, a day apart, and a node that joined before them
+    rounds = [iso(NOW - timedelta(days=d)) for d in (3, 2, 1)]
+    node = NodeRow(instance_id="i-1", joined_at=iso(NOW - timedelta(days=9)))
+    answered_first = record("i-1", "cached", verified_at=iso(NOW - timedelta(days=3, hours=-1)))
+    answered_last = record("i-1", "cached", verified_at=iso(NOW - timedelta(hours=20)))
+    # When its missed rounds are counted
+    # Then the rounds after its latest verification; none if it answered the last one
+    assert missed_rounds(node, [], rounds) == 3
+    assert missed_rounds(node, [answered_first], rounds) == 2
+    assert missed_rounds(node, [answered_first, answered_last], rounds) == 0
+    # And a node that joined after the rounds has missed none of them
+    assert missed_rounds(NodeRow(instance_id="i-2", joined_at=iso(NOW - timedelta(hours=1))), [], rounds) == 0
 
 
 def test_requested_clusters_outside_the_targets_are_rejected():

@@ -5,8 +5,9 @@
 2. catch-up (catch_up.plan): each live node lacking a current image gets one command naming
    exactly what it lacks (send_once.send_to_node, by InstanceIds, exactly once per event, node
    and digests), counted against its budget on the record; a spent budget is `given-up`;
-3. rounds: each live node's inventory rounds are counted (answered the last one: any record
-   verified since the previous check); the nodes silent for `leave_after_rounds` rounds are
+3. rounds: the cluster's round is recorded (one item per cluster); a live node that has not
+   answered the rounds since its last verification has missed them; the nodes silent for
+   `leave_after_rounds` rounds are
    looked up with ONE DescribeInstances for all of them, and those no longer running leave
    coverage (nodes.left, as a terminated event would have done);
 4. the inventory (verify.send_inventory), keyed on the event id;
@@ -123,14 +124,12 @@ def check_cluster(
     return _ClusterRun(ClusterCheck(cluster), event_id, settings, table, now).run()
 
 
-def answered_last_round(node: NodeRow, records: list[CatchUpRecord]) -> bool:
-    """Whether the node answered the inventory of the previous fleet check: a record of one of
-    its cluster's current images verified since (a node with no previous round, or that joined
-    since, has not missed one)."""
-    previous = node.fleet_check_at
-    if not previous or (node.joined_at and node.joined_at > previous):
-        return True
-    return any(r.verified_at and r.verified_at >= previous for r in records)
+def missed_rounds(node: NodeRow, records: list[CatchUpRecord], previous_rounds: list[str]) -> int:
+    """The inventory rounds in a row that the node has not answered: the earlier rounds of its
+    cluster (their times) since the later of its join and its last verification (an answer to a
+    round verifies its records after that round was sent)."""
+    since = max([node.joined_at or "", *(r.verified_at for r in records if r.verified_at)])
+    return sum(1 for at in previous_rounds if at > since)
 
 
 @dataclass
@@ -199,14 +198,13 @@ class _ClusterRun:
             )  # fmt: skip
 
     def count_rounds(self, nodes: list[NodeRow], records: dict[ImageRef, dict[str, CatchUpRecord]]) -> None:
+        """One write for the cluster (its round), none per node: the silent nodes are candidates
+        to leave coverage (leave_silent_nodes asks EC2)."""
+        previous = self.table.nodes.record_round(self.check.cluster, self.event_id, self.now)
         for node in nodes:
             own = [by_node[node.instance_id] for by_node in records.values() if node.instance_id in by_node]
-            missed = self.table.nodes.count_round(
-                self.check.cluster, node.instance_id, answered=answered_last_round(node, own),
-                event_id=self.event_id, at=self.now,
-            )  # fmt: skip
-            if missed >= self.settings.leave_after_rounds:
-                self.check.left.append(node.instance_id)  # a candidate; leave_silent_nodes asks EC2
+            if missed_rounds(node, own, previous) >= self.settings.leave_after_rounds:
+                self.check.left.append(node.instance_id)
 
 
 def leave_silent_nodes(result: FleetCheckResult, table: AuditTable, describe: Describe, now: datetime) -> None:

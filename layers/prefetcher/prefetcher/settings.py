@@ -165,7 +165,9 @@ class FleetCheckSettings(_PullSettings):
     # Seconds after the 1st, 2nd, ... catch-up before the next may go (the last repeats).
     catch_up_backoff: CommaList = Field(("3600", "14400", "57600", "230400"), alias="CATCH_UP_BACKOFF_SECONDS")
     # Inventory rounds in a row a live node may leave unanswered before EC2 is asked about it.
-    leave_after_rounds: int = Field(3, alias="LEAVE_AFTER_ROUNDS", ge=1, le=100)
+    leave_after_rounds: int = Field(
+        3, alias="LEAVE_AFTER_ROUNDS", ge=1, le=15
+    )  # store.nodes.ROUNDS_KEPT keeps 16 rounds
 
     @field_validator("catch_up_backoff")
     @classmethod

@@ -8,6 +8,7 @@ index, never a Scan.
   CLUSTER#<cluster>         / TAG#<repo>:<tag>    a current image of a cluster (catalog)
   CLUSTER#<cluster>         / NODE#<instance>     a node of a cluster   (gsi1: NODE#<instance> / #NODE,
                                                     gsi2: LIVE#<cluster> / <instance> until it leaves)
+  CLUSTER#<cluster>         / #ROUNDS             the cluster's last fleet checks (event id, time)
   CLUSTERS                  / CLUSTER#<name>      every cluster we send to
   IMAGE#<repo>@<digest>     / #META               the image: tags, pushed, superseded
   IMAGE#<repo>@<digest>     / NODE#<instance>     the image on one node (gsi1: NODE#<instance> / IMAGE#...,
@@ -19,7 +20,7 @@ index, never a Scan.
   idempotency#<function>    / <hash>              Powertools idempotency records
 
 History items (images, node-image records, commands, send claims) carry `expires_at` (the table's
-TTL attribute); the catalog, the nodes and the cluster list do not expire.
+TTL attribute); the catalog, the nodes, the rounds and the cluster list do not expire.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ CURRENT = "CURRENT"
 CLUSTERS = "CLUSTERS"
 NODE_ITEM = "#NODE"  # gsi1 sort key of a node's own item
 TAG_PREFIX = "TAG#"
+ROUNDS = "#ROUNDS"  # a cluster's fleet-check rounds
 
 
 def key(pk: str, sk: str) -> Key:
@@ -60,6 +62,10 @@ def cluster_pk(cluster: str) -> str:
 
 def cluster_image(cluster: str, repository: str, tag: str) -> Key:
     return key(cluster_pk(cluster), tag_pk(repository, tag))
+
+
+def cluster_rounds(cluster: str) -> Key:
+    return key(cluster_pk(cluster), ROUNDS)
 
 
 def cluster_listed(cluster: str) -> Key:

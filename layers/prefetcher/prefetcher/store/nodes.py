@@ -7,10 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from prefetcher.errors import TransientError
 from prefetcher.store import keys
 from prefetcher.store.client import TableClient
 from prefetcher.store.expressions import Update
 from prefetcher.timestamps import iso, parse_iso
+
+ROUNDS_KEPT = 16  # more than LeaveCoverageAfterRounds may be (template.yaml)
 
 
 class Nodes:
@@ -64,24 +67,29 @@ class Nodes:
             self._client.update_if(keys.key(record["pk"], record["sk"]), out, out.exists())
         return True
 
-    def count_round(self, cluster: str, instance_id: str, *, answered: bool, event_id: str, at: datetime) -> int:
-        """A fleet check counts one inventory round for a live node: `missed_rounds` back to 0 if
-        it answered the last one, else one more; once per fleet-check event (a replay counts
-        nothing). Returns the node's missed rounds."""
-        update = Update().set(fleet_check_event=event_id, fleet_check_at=iso(at))
-        if answered:
-            update.set(missed_rounds=0)
-        else:
-            update.add(missed_rounds=1)
-        done = update.name("fleet_check_event")
-        condition = (
-            f"attribute_exists({update.name('pk')}) AND attribute_not_exists({update.name('left_at')}) AND "
-            f"(attribute_not_exists({done}) OR {done} <> {update.value(event_id)})"
-        )
-        written = self._client.update_if(
-            keys.node(cluster, instance_id), update, condition, new_on_success=True, stored_on_failure=True
-        )
-        return int(written.item.get("missed_rounds", 0))
+    def record_round(self, cluster: str, event_id: str, at: datetime) -> list[str]:
+        """A fleet check's inventory round of `cluster`, kept on one item per cluster (its last
+        ROUNDS_KEPT rounds; once per event: a replay adds nothing). Returns the times of the rounds
+        before this one, oldest first: a node that has answered none of them since its last
+        verification has missed them all (fleet_check.missed_rounds), with no write per node."""
+        for _ in range(3):  # two checks of one cluster at once: the one that lost reads again
+            stored = self._client.get(keys.cluster_rounds(cluster)) or {}
+            rounds = {str(r["event"]): str(r["at"]) for r in stored.get("rounds", [])}
+            this = rounds.get(event_id, iso(at))
+            previous = sorted(t for event, t in rounds.items() if event != event_id and t < this)
+            if event_id in rounds:
+                return previous  # a replayed event: its round is counted already
+            kept = sorted([*rounds.items(), (event_id, this)], key=lambda round_: round_[1])[-ROUNDS_KEPT:]
+            update = Update().set(rounds=[{"event": event, "at": t} for event, t in kept]).add(version=1)
+            version = update.name("version")
+            condition = (
+                f"attribute_not_exists({version})"
+                if "version" not in stored
+                else f"{version} = {update.value(stored['version'])}"
+            )
+            if self._client.update_if(keys.cluster_rounds(cluster), update, condition).done:
+                return previous
+        raise TransientError(f"the fleet-check rounds of {cluster} changed under this check three times")
 
     def cluster_of(self, instance_id: str) -> str:
         """The cluster a known node belongs to ("" if unknown)."""

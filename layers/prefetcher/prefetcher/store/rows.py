@@ -158,8 +158,6 @@ class NodeRow:
     left_because: str | None = None
     warm_at: str | None = None
     warm_seconds: float | None = None
-    fleet_check_at: str | None = None  # the last fleet check that counted the node's rounds
-    missed_rounds: int = 0  # inventory rounds in a row the node did not answer
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> NodeRow:
@@ -176,6 +174,4 @@ class NodeRow:
             left_because=_text(item, "left_because"),
             warm_at=_text(item, "warm_at"),
             warm_seconds=_float(item, "warm_seconds"),
-            fleet_check_at=_text(item, "fleet_check_at"),
-            missed_rounds=_int(item, "missed_rounds") or 0,
         )
