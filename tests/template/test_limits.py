@@ -92,3 +92,20 @@ def test_the_document_and_the_largest_parameters_a_sender_makes_fit_in_64_kb():
     images = min(commands.BUDGET, refs.IMAGES_MAX_LENGTH)
     others = sum(len(str(spec.get("default", ""))) + 20 for spec in content["parameters"].values())
     assert document + images + others <= DOCUMENT_LIMIT, (document, images, others)
+
+
+def test_every_function_that_sends_the_document_passes_the_stacks_pin_setting():
+    # Given the functions whose role may send the prefetch document
+    template = load()
+    senders = {
+        name: resource
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+        and "DOCUMENT_NAME" in resource["Properties"].get("Environment", {}).get("Variables", {})
+    }
+    assert len(senders) == 4
+    # Then each passes PinPrefetchedImages to its agent settings, as it passes CleanupSuperseded
+    for name, resource in senders.items():
+        variables = resource["Properties"]["Environment"]["Variables"]
+        assert variables.get("PIN_IMAGES") == {"Ref": "PinPrefetchedImages"}, name
+        assert variables.get("CLEANUP_SUPERSEDED") == {"Ref": "CleanupSuperseded"}, name

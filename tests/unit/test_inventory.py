@@ -78,6 +78,17 @@ def test_the_line_bound_leaves_room_for_the_pinned_field():
     assert len(longest) + 1 <= commands.line_bound(IMAGE)
 
 
+def test_the_stacks_pin_setting_reaches_every_command_as_pin_images():
+    # Given the senders' settings as the template passes them, pins on (the default) and off
+    on = AgentSettings.model_validate({"DOCUMENT_NAME": "prefetch-doc"})
+    off = AgentSettings.model_validate({"DOCUMENT_NAME": "prefetch-doc", "PIN_IMAGES": "false"})
+    # When a pull's and an inventory's parameters are built
+    # Then each carries PinImages as the document's allowedValues spell it
+    assert ssm.agent_parameters([IMAGE], on)["PinImages"] == ["true"]
+    assert ssm.agent_parameters([IMAGE], off)["PinImages"] == ["false"]
+    assert ssm.agent_parameters([IMAGE], off, ssm.INVENTORY)["PinImages"] == ["false"]
+
+
 def test_an_inventory_sends_mode_inventory_and_a_pull_sends_no_mode():
     agent = AgentSettings(document_name="prefetch-doc")
     # Given the two modes

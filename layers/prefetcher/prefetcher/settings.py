@@ -74,6 +74,9 @@ class AgentSettings(BaseModel):
     pull_parallelism: int = Field(3, alias="PULL_PARALLELISM", ge=1, le=16)
     pull_timeout_seconds: int = Field(1800, alias="PULL_TIMEOUT_SECONDS", ge=30, le=86_400)
     cleanup_superseded: bool = Field(False, alias="CLEANUP_SUPERSEDED")
+    # The CRI pin against the kubelet's image GC (docs/node-agent.md); off: no pin, and the next
+    # inventory removes this tool's pins.
+    pin_images: bool = Field(True, alias="PIN_IMAGES")
 
 
 class SelectionSettings(BaseModel):

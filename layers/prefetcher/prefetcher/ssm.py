@@ -36,6 +36,7 @@ def agent_parameters(images: list[ImageRef], agent: AgentSettings, mode: str = P
         "Parallelism": [str(agent.pull_parallelism)],
         "PullTimeoutSeconds": [str(agent.pull_timeout_seconds)],
         "CleanupSuperseded": ["true" if agent.cleanup_superseded else "false"],
+        "PinImages": ["true" if agent.pin_images else "false"],
         "executionTimeout": [str(agent.execution_timeout_seconds)],
     }
 
