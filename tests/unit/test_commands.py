@@ -78,3 +78,21 @@ def test_any_images_are_cut_within_every_limit(lengths):
         assert 1 <= len(command) <= MAX_IMAGES_PER_COMMAND
         assert sum(commands.line_bound(i) for i in command) <= commands.BUDGET
         images_parameter(command)  # within the parameter's limits
+
+
+def test_an_inventory_keeps_every_image_of_a_repository_in_one_command():
+    # Given 60 current images of a cluster: 30 repositories of two tags each, interleaved
+    digest = "sha256:" + "a" * 64
+    images = [
+        ImageRef("123456789012.dkr.ecr.us-east-1.amazonaws.com", f"team/app-{n % 30}", digest, f"v{n}")
+        for n in range(60)
+    ]
+    # When they are cut into inventory commands
+    cut = commands.split_by_repository(images)
+    # Then there are two commands within every limit, and no repository is in both
+    assert len(cut) == 2 and sum(len(chunk) for chunk in cut) == 60
+    assert all(chunk == commands.split(chunk)[0] for chunk in cut)
+    first, second = ({image.repository for image in chunk} for chunk in cut)
+    assert not first & second
+    # (where a plain cut in order would have split every repository across the two)
+    assert {i.repository for i in commands.split(images)[0]} & {i.repository for i in commands.split(images)[1]}

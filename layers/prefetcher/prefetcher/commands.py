@@ -64,3 +64,20 @@ def split(images: list[ImageRef]) -> list[list[ImageRef]]:
     if current:
         commands.append(current)
     return commands
+
+
+def split_by_repository(images: list[ImageRef]) -> list[list[ImageRef]]:
+    """Like `split`, but every current image of a repository in the same command where they fit
+    in one: an inventory unpins this tool's pins on the digests of its repositories that its
+    command does not name (docs/node-agent.md), so a repository cut across two commands would
+    lose the pins of its other half. Only a repository too large for one command is cut."""
+    groups: dict[str, list[ImageRef]] = {}
+    for image in images:
+        groups.setdefault(image.repository, []).append(image)
+    commands: list[list[ImageRef]] = []
+    for group in groups.values():
+        if commands and len(split([*commands[-1], *group])) == 1:
+            commands[-1].extend(group)
+        else:
+            commands.extend(split(group))
+    return commands

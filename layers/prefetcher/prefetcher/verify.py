@@ -24,7 +24,8 @@ def send_inventory(
     node_groups: tuple[str, ...] = (),
 ) -> list[str]:
     """Ask every node of `cluster` what it holds: per cluster target (eks_tags.cluster_targets)
-    and per cut of the cluster's current images (commands.split), one SendCommand with
+    and per cut of the cluster's current images (commands.split_by_repository: a repository's
+    images in one command), one SendCommand with
     `Mode=inventory`, exactly once for `key` (a schedule event's id, a `verify` request),
     recorded as a command of kind `inventory`. Returns the command ids (none without current
     images: the document needs at least one)."""
@@ -32,7 +33,10 @@ def send_inventory(
     sent = []
     for target in cluster_targets(cluster, node_groups):
         turns = ssm.rollout_turns(agent.max_concurrency, _nodes(target, agent))
-        sent += [send_to_target(table, agent, target, chunk, key=key, turns=turns) for chunk in commands.split(images)]
+        sent += [
+            send_to_target(table, agent, target, chunk, key=key, turns=turns)
+            for chunk in commands.split_by_repository(images)
+        ]
     return sent
 
 
