@@ -3,7 +3,8 @@ cluster is; ask for a fleet check now (`verify`); move a dead-letter queue's mes
 (`prefetcher local ...` runs the local stack of a clone of the repository: prefetcher_cli/local.py.)
 
 Exit codes: 0 done; 1 not found (unknown image, node or cluster); 2 usage; 3 the table or the
-endpoint cannot be reached (or credentials are missing)."""
+endpoint cannot be reached (or credentials are missing). `prefetcher wait`: 0 warm; 1 timed out;
+4 cannot be reached (too many nodes failed for good); 5 the tag moved to a newer digest."""
 
 from __future__ import annotations
 
@@ -73,6 +74,29 @@ def cmd_coverage(args: argparse.Namespace) -> int:
 def cmd_failures(args: argparse.Namespace) -> int:
     since = reports.parse_duration(args.since)
     return _query(args, lambda t: reports.failures(t, since, args.cluster), output.failures)
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    from prefetcher_cli import progress, wait
+
+    repository, tag, digest = reports.parse_image(args.image)
+    if not 0 < args.coverage <= 100:
+        raise reports.UsageError(f"--coverage {args.coverage:g}: give a percentage above 0 and at most 100")
+    timeout = reports.parse_duration(args.timeout).total_seconds()
+    interval = reports.parse_duration(args.interval).total_seconds()
+    if interval < wait.MIN_INTERVAL_SECONDS:
+        raise reports.UsageError(f"--interval {args.interval}: at least {wait.MIN_INTERVAL_SECONDS:g}s")
+    target = wait.Target(
+        args.image, repository, tag, digest, args.coverage, clusters=sorted(set(args.cluster or [])),
+        chosen=bool(args.cluster),
+    )  # fmt: skip
+    table = AuditTable(resolve_table(args))
+    as_json = args.output == "json"
+    shown = progress.display(sys.stderr if as_json else sys.stdout, args.timeout)
+    outcome, snapshot = wait.run(table, target, shown, timeout=timeout, interval=interval)
+    if as_json:
+        print(output.as_json({"outcome": outcome.name.lower(), "exit_code": int(outcome), **snapshot.as_dict()}))
+    return int(outcome)
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
@@ -145,6 +169,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--since", default="24h", help="how far back (30m, 24h, 7d; default 24h)")
     p.add_argument("--cluster")
     p.set_defaults(run=cmd_failures)
+
+    p = sub.add_parser(
+        "wait",
+        parents=[common],
+        help="wait until enough live nodes of each cluster hold an image (exit 0), or say why not",
+        description="Wait until, in each cluster, at least --coverage percent of the live nodes hold the "
+        "image's digest (cached or present). Reads the audit table only (a GetItem and two Queries per cluster "
+        "a poll). Exit 0 warm; 1 timed out; 4 cannot be reached (too many nodes failed for good); 5 the tag "
+        "moved to a newer digest. Name the image by digest (repository:tag@sha256:...) right after a push: a "
+        "tag alone is read as the digest the table holds for it when the wait starts.",
+    )
+    p.add_argument("image", help="repository:tag, repository@sha256:<digest> or repository:tag@sha256:<digest>")
+    p.add_argument(
+        "--cluster", action="append", help="a cluster to wait for (repeat; default: every cluster the push targeted)"
+    )
+    p.add_argument("--coverage", type=float, default=100.0, help="percent of live nodes (default 100)")
+    p.add_argument("--timeout", default="30m", help="give up after this long (30s, 30m, 2h; default 30m)")
+    p.add_argument("--interval", default="15s", help="between polls (default 15s, at least 5s)")
+    p.set_defaults(run=cmd_wait)
 
     p = sub.add_parser("verify", help="run the fleet check now (catch-up and inventory) for some or all clusters")
     p.add_argument("--cluster", action="append", help="a target cluster (repeat; default: every target cluster)")

@@ -22,6 +22,16 @@ class Queries:
         item = self._client.get(keys.current_tag(repository, tag))
         return TagRow.from_item(item) if item is not None else None
 
+    def image_meta(self, repository: str, digest: str) -> ImageRow | None:
+        """The image's own item alone: its tags and whether a tag moved on (one GetItem)."""
+        item = self._client.get(keys.image(repository, digest))
+        return ImageRow.from_item(item) if item is not None else None
+
+    def cluster_image(self, cluster: str, repository: str, tag: str) -> ClusterImageRow | None:
+        """The digest `repository:tag` is current at in one cluster (one GetItem)."""
+        item = self._client.get(keys.cluster_image(cluster, repository, tag))
+        return ClusterImageRow.from_item(item) if item is not None else None
+
     def image(self, repository: str, digest: str) -> tuple[ImageRow | None, list[NodeImageRow]]:
         """The image's own item and every node's record of it (one Query)."""
         meta: ImageRow | None = None

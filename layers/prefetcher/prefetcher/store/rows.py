@@ -81,6 +81,7 @@ class ImageRow:
     first_pushed_at: str | None = None
     superseded_by: str | None = None
     superseded_at: str | None = None
+    superseded_tags: frozenset[str] = frozenset()  # the tags that moved from it to a newer digest
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> ImageRow:
@@ -93,6 +94,7 @@ class ImageRow:
             first_pushed_at=_text(item, "first_pushed_at"),
             superseded_by=_text(item, "superseded_by"),
             superseded_at=_text(item, "superseded_at"),
+            superseded_tags=frozenset(str(t) for t in item.get("superseded_tags", ())),
         )
 
 
