@@ -27,7 +27,7 @@ from prefetcher.errors import PrefetcherError
 from prefetcher.refs import ImageRef
 from prefetcher.store import AuditTable
 from prefetcher.timestamps import event_time
-from prefetcher_cli import output, reports
+from prefetcher_cli import output, progress, reports, wait
 
 from devtools.local_stack import iam, moto_patches
 from devtools.local_stack.ec2_fleet import DEMO_FLEET, NodeSpec, launch
@@ -171,6 +171,60 @@ def show(table: str, command: str, argument: str | None = None) -> None:
         print(f"prefetcher: {error}", file=sys.stderr)
 
 
+ROLLOUT_PATTERN = {"source": ["eks-image-prefetcher"], "detail-type": ["Image Prefetch Rollout Completed"]}
+
+
+def pipeline_queue(stack: LocalStack) -> str:
+    """What a pipeline would deploy: a rule with the documented pattern (docs/rollout-events.md)
+    and a queue as its target, standing in for a pipeline's trigger."""
+    sqs, events = stack.client("sqs"), stack.client("events")
+    url = sqs.create_queue(QueueName="demo-pipeline-trigger")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="demo-deploy-when-warm", EventPattern=json.dumps(ROLLOUT_PATTERN), State="ENABLED")
+    events.put_targets(Rule="demo-deploy-when-warm", Targets=[{"Id": "pipeline", "Arn": arn}])
+    print(f"    rule demo-deploy-when-warm {json.dumps(ROLLOUT_PATTERN)} -> queue demo-pipeline-trigger")
+    return str(url)
+
+
+def wait_until_warm(table: str, image: ImageRef) -> int:
+    """What `prefetcher wait repository:tag@digest --timeout 2m` prints (not a terminal here)."""
+    ref = f"{image.repository}:{image.tag}@{image.digest}"
+    say(f"prefetcher wait {ref} --timeout 2m   (a pipeline, before it deploys)")
+    target = wait.Target(ref, image.repository, image.tag, image.digest, 100.0)
+    outcome, _ = wait.run(AuditTable(table), target, progress.PlainDisplay(sys.stdout, "2m"), timeout=120, interval=5)
+    print(f"    exit code {int(outcome)} ({outcome.name.lower()}): the pipeline deploys now")
+    return int(outcome)
+
+
+def show_rollout_events(stack: LocalStack, url: str) -> None:
+    """The `Image Prefetch Rollout Completed` events the pipeline's queue received."""
+    say("the rollout events the pipeline's queue received (one per push command, emitted once)")
+    received = []
+    while batch := stack.client("sqs").receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        received += [json.loads(m["Body"]) for m in batch]
+    for event in sorted(received, key=lambda e: str(e["detail"].get("cluster"))):
+        print(f"    {event['detail-type']} ({event['source']}), event {event['id']}:")
+        print("\n".join("      " + line for line in json.dumps(event["detail"], indent=2).splitlines()))
+    if not received:
+        print("    none (see the RolloutEventsFunction lines in the function log)")
+
+
+def push_the_image(stack: LocalStack, simulator: NodeSimulator, event: dict[str, Any], table: str) -> None:
+    """The ECR push event through EventBridge; the nodes pull; `prefetcher status`."""
+    image = f"{event['detail']['repository-name']}:{event['detail']['image-tag']}"
+    digest = event["detail"]["image-digest"][:19]
+    say(f"pushing {image} ({digest}...): {PUSH_EVENT.relative_to(ROOT)} to EventBridge")
+    stack.put_events(event)
+    stack.run_sources(timeout=120, between=simulator.step)
+    push = next((s for s in stack.sources if hasattr(s, "results")), None)
+    for result in getattr(push, "results", []):
+        for command in result.get("commands", []):
+            print(f"    SSM command {command['command_id']} -> {command['cluster']} ({command['target']})")
+    print(f"    {len(simulator.handled)} node(s) ran the agent")
+    say(f"prefetcher status {image}")
+    show(table, "status", image)
+
+
 def report_iam() -> None:
     """How many of the functions' AWS calls the roles SAM generates allowed (all, or the demo
     says which were refused, as AWS would have refused them)."""
@@ -203,6 +257,8 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
             print(f"    function logs: {shown}")
 
             launch_fleet(stack)
+            say("a pipeline's EventBridge rule for the rollout events (docs/pipelines.md)")
+            trigger = pipeline_queue(stack)
             event = json.loads(PUSH_EVENT.read_text())
             event["time"] = event_time()  # pushed now, not when the sample was written
             nodes, why_not = real_nodes_or_reason(real_pulls)
@@ -215,19 +271,7 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
                 runner=runner,
             )
 
-            image = f"{event['detail']['repository-name']}:{event['detail']['image-tag']}"
-            digest = event["detail"]["image-digest"][:19]
-            say(f"pushing {image} ({digest}...): {PUSH_EVENT.relative_to(ROOT)} to EventBridge")
-            stack.put_events(event)
-            stack.run_sources(timeout=120, between=simulator.step)
-            push = next((s for s in stack.sources if hasattr(s, "results")), None)
-            for result in getattr(push, "results", []):
-                for command in result.get("commands", []):
-                    print(f"    SSM command {command['command_id']} -> {command['cluster']} ({command['target']})")
-            print(f"    {len(simulator.handled)} node(s) ran the agent")
-
-            say(f"prefetcher status {image}")
-            show(table, "status", image)
+            push_the_image(stack, simulator, event, table)
 
             joined = join_a_node(stack, simulator)
             say(f"prefetcher node {joined}")
@@ -239,7 +283,9 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
             evict(runner, nodes, joined, pushed)
             heal(stack, simulator, table, joined, pushed)
             report_iam()
-        return 0
+            code = wait_until_warm(table, pushed)
+            show_rollout_events(stack, trigger)
+        return code
     finally:
         if nodes is not None:
             nodes.stop()
