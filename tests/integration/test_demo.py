@@ -1,7 +1,8 @@
 """`make demo` end to end (devtools/local_stack/demo.py), on its own local stack: the push, the
 late node, then the healing of issue 12 (the image removed behind the tool's back, found `evicted`
 by a fleet check, pulled again by the next one's catch-up) and the IAM summary with nothing
-denied. Simulated pulls here; with real pulls (root, containerd) in the node variant."""
+denied; it ends with `prefetcher wait` and the rollout events a pipeline's queue received.
+Simulated pulls here; with real pulls (root, containerd) in the node variant."""
 
 from __future__ import annotations
 
@@ -43,12 +44,27 @@ def check_the_healing(out: str) -> None:
     assert all(line.endswith(" 0 denied") for line in iam_body.strip().splitlines())
 
 
+def check_the_end(out: str) -> None:
+    """The demo ends as a pipeline would: `prefetcher wait` on the demo image exits 0, then the
+    rollout events its queue received through a rule with the documented pattern."""
+    (wait_header, wait_body), (events_header, events_body) = sections(out)[-3:-1]
+    assert wait_header.startswith("prefetcher wait ml/trainer:v1.4.0@sha256:")
+    lines = wait_body.strip().splitlines()
+    assert re.fullmatch(r"\S+Z warm: ml/trainer@sha256:\w+ is held by 100% or more of the live nodes "
+                        r"\(ml-batch 2/2, ml-prod 4/4\)", lines[-2])  # fmt: skip
+    assert lines[-1].strip() == "exit code 0 (reached): the pipeline deploys now"
+    assert events_header.startswith("the rollout events the pipeline's queue received")
+    received = re.findall(r"^    Image Prefetch Rollout Completed \(eks-image-prefetcher\)", events_body, re.MULTILINE)
+    assert len(received) == 2  # one per push command: ml-batch and ml-prod, each once
+
+
 @pytest.mark.slow
 def test_the_demo_shows_an_evicted_image_found_and_pulled_again_with_simulated_pulls(tmp_path, capsys):
     assert run_demo("no", log_path=tmp_path / "functions.log") == 0
     out = capsys.readouterr().out
     assert "no longer holds ml/trainer@sha256:" in out
     check_the_healing(out)
+    check_the_end(out)
 
 
 @pytest.mark.slow
@@ -63,3 +79,4 @@ def test_the_demo_removes_the_image_from_the_nodes_containerd_and_pulls_it_again
     out = capsys.readouterr().out
     assert "ctr -n k8s.io images rm 123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/trainer:v1.4.0" in out
     check_the_healing(out)
+    check_the_end(out)
