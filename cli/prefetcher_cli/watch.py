@@ -34,6 +34,7 @@ DEFAULT_INTERVAL, MIN_INTERVAL = 5.0, 1.0
 MOVING = frozenset({str(s) for s in NodeState if not s.terminal} | {str(NodeState.UNKNOWN)})
 
 Fetch = Callable[[], dict[str, Any]]
+pause = time.sleep
 
 
 def settled(view: dict[str, Any]) -> bool:
@@ -59,11 +60,12 @@ def watch(
     json_output: bool = False,
     interval: float = DEFAULT_INTERVAL,
     out: Console | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> dict[str, Any]:
-    """Poll `fetch` every `interval` seconds until the view is settled; returns the final view."""
-    watcher = _Watcher(fetch, image, interval, out or output.console(), sleep, now)
+    """Poll `fetch` every `interval` seconds until the view is settled; returns the final view.
+    `sleep` defaults to `pause`, looked up at each call (a test of the command replaces it)."""
+    watcher = _Watcher(fetch, image, interval, out or output.console(), sleep or pause, now)
     if json_output:
         return watcher.quietly()
     if watcher.out.is_terminal:
