@@ -9,6 +9,7 @@ endpoint cannot be reached (or credentials are missing). `prefetcher wait`: 0 wa
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from prefetcher.errors import (
     TableNotFoundError,
 )
 from prefetcher.store import AuditTable
+from rich.console import RenderableType
 
 from prefetcher_cli import output, reports
 
@@ -52,15 +54,32 @@ def resolve_table(args: argparse.Namespace) -> str:
 def _query(
     args: argparse.Namespace,
     build: Callable[[AuditTable], dict[str, Any]],
-    text: Callable[[dict[str, Any]], str],
+    text: Callable[[dict[str, Any]], RenderableType],
 ) -> int:
     view = build(AuditTable(resolve_table(args)))
-    print(output.as_json(view) if args.output == "json" else text(view))
+    if args.output == "json":
+        print(output.as_json(view))
+    else:
+        output.show(text(view))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    return _query(args, lambda t: reports.status(t, args.image), output.status)
+    if args.interval is not None and not args.watch:
+        raise reports.UsageError("--interval goes with --watch")
+    if not args.watch:
+        return _query(args, lambda t: reports.status(t, args.image), output.status)
+    from prefetcher_cli import watch
+
+    reports.parse_image(args.image)  # a bad name is a usage error at once, not something to wait for
+    table = AuditTable(resolve_table(args))
+    watch.watch(
+        lambda: reports.status(table, args.image),
+        image=args.image,
+        json_output=args.output == "json",
+        interval=watch.DEFAULT_INTERVAL if args.interval is None else args.interval,
+    )
+    return 0
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -114,11 +133,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(output.as_json(view))
     else:
-        verb = "would move" if report.dry_run else "moved"
-        count = report.waiting if report.dry_run else report.moved
-        print(f"{report.queue}: {report.waiting} waiting; {verb} {count} to {report.destination}")
-        if view["reasons"]:
-            print(output.table(["COUNT", "REASON"], [(r["count"], r["reason"]) for r in view["reasons"]]))
+        output.show(output.redriven(view))
     return 0
 
 
@@ -132,11 +147,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(output.as_json(view))
     else:
-        which = ", ".join(view["detail"]["clusters"]) or "every target cluster"
-        print(f"{view['detail_type']} ({view['source']}) put on the default event bus: event {view['event_id']}")
-        print(f"fleet check of {which}: catch-up of nodes lacking a current image, then an inventory")
-        print("follow it with `prefetcher coverage` (last verified, evicted, given-up) and `prefetcher failures`")
+        output.show(output.verified(view))
     return 0
+
+
+def _interval(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 1 <= seconds < math.inf:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1 second")
+    return seconds
 
 
 def parser() -> argparse.ArgumentParser:
@@ -153,6 +175,19 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="which nodes hold (or failed, or still pull) an image")
     p.add_argument("image", help="repository:tag or repository@sha256:<digest> (a registry prefix is ignored)")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="show it again every interval until no node is requested, in-progress or unknown (sent again), "
+        "or Ctrl-C; waits for an image not recorded yet; in place on a terminal, else once per change; "
+        "with --output json, the final view once",
+    )
+    p.add_argument(
+        "--interval",
+        type=_interval,
+        metavar="SECONDS",
+        help="with --watch: seconds between reads (default 5, at least 1)",
+    )
     p.set_defaults(run=cmd_status)
 
     p = sub.add_parser("node", parents=[common], help="which images a node holds")

@@ -162,11 +162,11 @@ def show(table: str, command: str, argument: str | None = None) -> None:
     audit = AuditTable(table)
     try:
         if command == "status":
-            print(output.status(reports.status(audit, str(argument))))
+            output.show(output.status(reports.status(audit, str(argument))))
         elif command == "node":
-            print(output.node(reports.node(audit, str(argument))))
+            output.show(output.node(reports.node(audit, str(argument))))
         else:
-            print(output.coverage(reports.coverage(audit, argument)))
+            output.show(output.coverage(reports.coverage(audit, argument)))
     except PrefetcherError as error:
         print(f"prefetcher: {error}", file=sys.stderr)
 

@@ -6,11 +6,21 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
+import pytest
+from prefetcher.timestamps import iso
 from prefetcher_cli import main as cli
+from prefetcher_cli import watch
 
+from devtools.local_stack import moto_patches
+from devtools.local_stack.ec2_fleet import NodeSpec, launch
+from devtools.local_stack.node_simulator import NodeSimulator, simulated_agent
 from devtools.local_stack.servers import free_port
-from tests.helpers import ROOT
+from tests.helpers import ROOT, load_event
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+PUSH = load_event("ecr-push-tagged.json")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -23,6 +33,22 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -
         cwd=ROOT,
         env={**os.environ, **(env or {})},
     )
+
+
+def pending_event(invocation: moto_patches.PendingInvocation) -> dict[str, Any]:
+    """SSM's status event for an invocation its node has not picked up yet."""
+    return {
+        "source": "aws.ssm",
+        "detail-type": "EC2 Command Invocation Status-change Notification",
+        "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{invocation.instance_id}"],
+        "detail": {
+            "command-id": invocation.command_id,
+            "document-name": invocation.document_name,
+            "instance-id": invocation.instance_id,
+            "requested-date-time": iso(invocation.requested_at),
+            "status": "Pending",
+        },
+    }
 
 
 def test_a_missing_table_is_a_one_line_error(aws_env, capsys):
@@ -83,3 +109,88 @@ def test_local_invoke_of_an_unknown_function_names_the_known_ones():
     result = run_cli("local", "invoke", "NoSuchFunction", "--event", "events/ecr-push-tagged.json")
     assert result.returncode != 0
     assert "ImagePushFunction" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_watch_follows_a_push_from_before_it_is_recorded_until_every_node_is_cached(stack, capsys, monkeypatch):
+    # Given two nodes of a target cluster, and `status --watch` started before the push is recorded
+    nodes = set(launch(stack.client("ec2"), NodeSpec("ml-prod", "managed", "general"), 2))
+    simulator = NodeSimulator(
+        put_events=stack.put_events,
+        account=ACCOUNT,
+        region=REGION,
+        document_name=stack.output("PrefetchDocument"),
+        runner=simulated_agent({"ml/trainer": 1_287_651_328}),
+    )
+
+    def push() -> None:  # recorded and sent; no node has answered
+        stack.put_events(PUSH)
+        stack.run_sources()
+
+    def nodes_got_it() -> None:  # SSM says Pending for each node: the records are `requested`
+        for invocation in moto_patches.pending(ACCOUNT, REGION):
+            stack.put_events(pending_event(invocation))
+        stack.run_sources()
+
+    def nodes_pulled() -> None:
+        stack.run_sources(between=simulator.step)
+
+    rollout = iter([push, nodes_got_it, nodes_pulled])
+    waits: list[float] = []
+
+    def advance(seconds: float) -> None:  # each of the watch's sleeps: the rollout's next step
+        waits.append(seconds)
+        next(rollout)()
+
+    monkeypatch.setattr(watch, "pause", advance)
+    capsys.readouterr()
+    # When it is watched every second, without a terminal
+    code = cli.main(
+        ["status", "ml/trainer:v1.4.0", "--watch", "--interval", "1", "--table", stack.output("AuditTable")]
+    )
+    # Then it waited for the push, then for the nodes, and stopped once every node was cached
+    assert code == 0
+    assert waits == [1, 1, 1]
+    blocks = capsys.readouterr().out.rstrip("\n").split("\n\n")
+    assert blocks[0].startswith("waiting for ml/trainer:v1.4.0 to be recorded (no push of ml/trainer:v1.4.0")
+    assert blocks[1].endswith("waiting for the first node of ml/trainer:v1.4.0 to report")
+    # And printed the table once per change, plain
+    for block, state in zip(blocks[2:], ["requested", "cached"], strict=True):
+        rows = [line.split() for line in block.splitlines() if line.startswith("ml-prod ")]
+        assert {(row[1], row[2]) for row in rows} == {(node, state) for node in nodes}
+    assert "\x1b" not in "".join(blocks)
+    # And with --output json, the watch of a settled image prints its view once, at once
+    monkeypatch.setattr(watch, "pause", lambda _seconds: pytest.fail("slept on a settled image"))
+    code = cli.main(["status", "ml/trainer:v1.4.0", "--watch", "-o", "json", "--table", stack.output("AuditTable")])
+    view = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert {n["instance_id"]: n["state"] for n in view["nodes"]} == dict.fromkeys(nodes, "cached")
+
+
+def test_ctrl_c_ends_a_watch_with_130_and_one_line(stack, capsys, monkeypatch):
+    # Given a watch of an image never pushed
+    def interrupted(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(watch, "pause", interrupted)
+    capsys.readouterr()
+    # When Ctrl-C comes while it waits
+    code = cli.main(["status", "ml/never:v1", "--watch", "--table", stack.output("AuditTable")])
+    # Then it exits 130 with one line, having said what it waited for
+    captured = capsys.readouterr()
+    assert code == 130
+    assert captured.err == "prefetcher: interrupted\n"
+    assert captured.out.startswith("waiting for ml/never:v1 to be recorded")
+
+
+@pytest.mark.parametrize(
+    "args", [["--watch", "--interval", "0.5"], ["--watch", "--interval", "soon"], ["--interval", "5"]]
+)
+def test_a_watch_interval_under_a_second_or_without_watch_is_a_usage_error(args, capsys):
+    # Given an interval below 1 s, not a number, or without --watch
+    # When status is asked for, Then it is a usage error (2) before any read
+    try:
+        code = cli.main(["status", "ml/trainer:v1", "--table", "t", *args])
+    except SystemExit as exit_:  # argparse's own usage error
+        code = int(str(exit_.code))
+    assert code == 2
+    assert "interval" in capsys.readouterr().err
