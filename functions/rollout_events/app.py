@@ -50,7 +50,9 @@ def announce(command: dict[str, str], event: CommandStatusEvent, receive_count: 
 
 def record_handler(record: SQSRecord) -> str:
     """Raising makes the queue retry the record (the audit table has not caught up, or AWS failed)."""
-    parsed = parse_or_quarantine(record.body, CommandStatusEvent, SETTINGS.dead_letter_queue_url, "RolloutEventsFunction")
+    parsed = parse_or_quarantine(
+        record.body, CommandStatusEvent, SETTINGS.dead_letter_queue_url, "RolloutEventsFunction"
+    )
     if isinstance(parsed, Rejected):
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         return "rejected"
@@ -72,4 +74,6 @@ def record_handler(record: SQSRecord) -> str:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="CommandStatusEventsReceived", unit=MetricUnit.Count, value=len(event.get("Records", [])))
     COMMAND_ONCE.register_lambda_context(context)
-    return dict(process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context))
+    return dict(
+        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    )

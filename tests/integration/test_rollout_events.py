@@ -169,7 +169,9 @@ def test_the_documented_pattern_filters_on_the_cluster(stack, cluster):
     # Given a pipeline's rule for another cluster than the one the nodes are in
     fleet = SimulatedFleet(stack)
     fleet.launch(2)
-    pipeline = subscribe(stack, {**PATTERN, "detail": {"cluster": [cluster], "coverage": {"percent": [{"numeric": [">=", 95]}]}}})
+    pipeline = subscribe(
+        stack, {**PATTERN, "detail": {"cluster": [cluster], "coverage": {"percent": [{"numeric": [">=", 95]}]}}}
+    )
     # When ml-prod's rollout ends
     fleet.push()
     # Then that rule received nothing (ml-batch has no node, so its command never ends here)
@@ -184,7 +186,9 @@ def test_the_sqs_sample_with_a_duplicate_puts_one_event_for_a_recorded_push_comm
     sample = load_event("ssm-command-success.json")
     table = AuditTable(stack.output("AuditTable"))
     table.commands.record(
-        CommandRecord(sample["detail"]["command-id"], "push", "ml-prod", (IMAGE,), datetime(2026, 11, 29, 10, 15, 1, tzinfo=UTC))
+        CommandRecord(
+            sample["detail"]["command-id"], "push", "ml-prod", (IMAGE,), datetime(2026, 11, 29, 10, 15, 1, tzinfo=UTC)
+        )
     )
     pipeline = subscribe(stack)
     # When the SQS-wrapped sample (the same event twice) reaches the function, on our document

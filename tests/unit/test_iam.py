@@ -118,6 +118,10 @@ def test_put_events_is_authorised_on_the_bus_with_every_entrys_source_and_only_o
     assert not decide("eks-image-prefetcher", "aws.ssm")
     assert not decide("eks-image-prefetcher", bus_name="other")
     # and without the key, ForAllValues alone would hold: Null false is what refuses it
-    assert iam.evaluate([{**ours, "Condition": {"ForAllValues:StringEquals": ours["Condition"]["ForAllValues:StringEquals"]}}],
-                        "events:PutEvents", bus, {}).allowed
+    assert iam.evaluate(
+        [{**ours, "Condition": {"ForAllValues:StringEquals": ours["Condition"]["ForAllValues:StringEquals"]}}],
+        "events:PutEvents",
+        bus,
+        {},
+    ).allowed
     assert not iam.evaluate([ours], "events:PutEvents", bus, {}).allowed

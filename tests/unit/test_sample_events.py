@@ -307,7 +307,9 @@ def test_command_status_events_have_aws_detail_and_parse_into_the_rollout_model(
 
     # Given AWS's own sample and ours (our document, tag-targeted: no instance in resources)
     assert list(event["detail"]) == list(AWS_COMMAND_SAMPLE["detail"])
-    assert all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in event["detail"]["parameters"].values())
+    assert all(
+        isinstance(v, list) and all(isinstance(x, str) for x in v) for v in event["detail"]["parameters"].values()
+    )
     # When RolloutEventsFunction's model reads it
     parsed = CommandStatusEvent.model_validate(event)
     # Then what the path uses is there
