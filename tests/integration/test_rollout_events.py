@@ -204,3 +204,26 @@ def test_the_sqs_sample_with_a_duplicate_puts_one_event_for_a_recorded_push_comm
     (event,) = received(stack, pipeline)
     assert event["detail"]["nodes"]["targeted"] is None
     assert event["detail"]["coverage"]["live-nodes"] == 0
+
+
+def test_a_command_the_service_ended_on_its_own_emits_one_command_event_and_one_rollout_event(stack):
+    # Given a self-managed node without the eks:cluster-name tag: SSM resolves it by the
+    # cluster's tag target, and the sender's policy does not allow it (Access Denied, ended by the
+    # service at once, no agent run)
+    from devtools.local_stack import iam
+    from devtools.local_stack.ec2_fleet import NodeSpec, launch
+
+    fleet = SimulatedFleet(stack)
+    (node,) = launch(stack.client("ec2"), NodeSpec("ml-prod", "self-managed", "workers"), 1)
+    pipeline = subscribe(stack)
+    # When the image is pushed
+    with iam.expect_denied("ssm:SendCommand", f"*instance/{node}"):
+        fleet.push()
+    # Then the command's end went out once, after the service ended its invocation
+    assert [(e["detail"]["status"], e["resources"]) for e in fleet.simulator.command_events] == [("Failed", [])]
+    # and one rollout event says why the node did not get the image
+    (event,) = received(stack, pipeline)
+    assert event["detail"]["nodes"]["by-state"] == {"failed": 1}
+    (failure,) = event["detail"]["failures"]
+    assert failure["state"] == "failed"
+    assert failure["reason"].startswith("access denied: the stack's IAM policy does not allow SendCommand")
