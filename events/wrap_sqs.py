@@ -34,6 +34,7 @@ REGION = "us-east-1"
 AUDIT_QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT}:eks-image-prefetcher-AuditQueue"
 NODE_JOIN_QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT}:eks-image-prefetcher-NodeJoinQueue"
 FLEET_CHECK_QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT}:eks-image-prefetcher-FleetCheckQueue"
+ROLLOUT_QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT}:eks-image-prefetcher-RolloutQueue"
 
 # SenderId as in the Lambda documentation's sample SQS event (an IAM unique ID placeholder).
 SENDER_ID = "AIDAIENQZJOLO23YVJ4VO"
@@ -81,6 +82,11 @@ OUTPUTS: dict[str, tuple[str, list[tuple[str, int]]]] = {
     "sqs-fleet-check-requested.json": (
         FLEET_CHECK_QUEUE_ARN,
         [("fleet-check-requested.json", 1)],
+    ),
+    # The command's end, and the same event delivered again (the second must emit nothing).
+    "sqs-ssm-command-success.json": (
+        ROLLOUT_QUEUE_ARN,
+        [("ssm-command-success.json", 1), ("ssm-command-success.json", 2)],
     ),
 }
 

@@ -232,7 +232,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("redrive", help="move a dead-letter queue's messages back to where they came from")
     p.add_argument(
         "queue",
-        help="ImagePushDLQ, AuditDLQ, NodeJoinDLQ, FleetCheckDLQ, EventDeliveryDLQ (from the stack), or a queue URL",
+        help=(
+            "ImagePushDLQ, AuditDLQ, NodeJoinDLQ, FleetCheckDLQ, RolloutDLQ, EventDeliveryDLQ (from the stack), "
+            "or a queue URL"
+        ),
     )
     p.add_argument("--dry-run", action="store_true", help="count and show the reasons; move nothing")
     p.add_argument("--max", type=int, default=0, help="move at most this many (default: all)")

@@ -1,8 +1,8 @@
 """`prefetcher redrive`: move messages from a dead-letter queue back to where they came from,
 once what made them fail is fixed.
 
-- A queue's dead-letter queue (AuditDLQ, NodeJoinDLQ, FleetCheckDLQ) goes back to that queue (found with
-  ListDeadLetterSourceQueues).
+- A queue's dead-letter queue (AuditDLQ, NodeJoinDLQ, FleetCheckDLQ, RolloutDLQ) goes back to that queue
+  (found with ListDeadLetterSourceQueues).
 - ImagePushDLQ holds Lambda on-failure records (the event is their `requestPayload`) and rejected
   push events: the events go back to the push function, invoked asynchronously as EventBridge
   would (events with an `aws.` source cannot be put on EventBridge again).
@@ -25,6 +25,7 @@ OUTPUT_OF = {
     "AuditDLQ": "AuditDLQUrl",
     "NodeJoinDLQ": "NodeJoinDLQUrl",
     "FleetCheckDLQ": "FleetCheckDLQUrl",
+    "RolloutDLQ": "RolloutDLQUrl",
     "EventDeliveryDLQ": "EventDeliveryDLQUrl",
 }
 

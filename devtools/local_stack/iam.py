@@ -19,8 +19,9 @@ What comes from a maintained source and what is written here:
   function per service; an operation it does not know is a recorded failure, never a pass.
 
 Policy evaluation follows IAM's rules for identity policies: an explicit Deny wins, else any
-Allow, else denied. Conditions: the String*, Arn* and Bool operators (with IfExists and the
-ForAnyValue/ForAllValues qualifiers); any other operator fails loudly. The AWS managed policies
+Allow, else denied. Conditions: the String*, Arn*, Bool and Null operators (with IfExists and the
+ForAnyValue/ForAllValues qualifiers); any other operator fails loudly. A multivalued key (such as
+PutEvents' `events:source`) holds all of the request's values. The AWS managed policies
 that SAM attaches are expanded from `MANAGED_POLICIES` (their documents, from the AWS Managed
 Policy Reference); an unknown managed policy grants nothing, which can only be stricter than AWS.
 """
@@ -157,6 +158,10 @@ class UnsupportedPolicyError(ValueError):
 
 
 def _condition_holds(operator: str, key: str, expected: list[str], context: dict[str, list[str]]) -> bool:
+    actual = next((values for k, values in context.items() if k.lower() == key.lower()), None)
+    if operator == "Null":
+        # "true": the key is absent from the request; "false": it is present (any other value fails).
+        return any((p.lower() == "true") == (actual is None) for p in expected if p.lower() in ("true", "false"))
     qualifier, _, name = operator.rpartition(":")
     if_exists = name.endswith("IfExists")
     name = name.removesuffix("IfExists")
@@ -164,7 +169,6 @@ def _condition_holds(operator: str, key: str, expected: list[str], context: dict
     if test is None or qualifier not in ("", "ForAnyValue", "ForAllValues"):
         raise UnsupportedPolicyError(f"condition operator {operator} is not implemented by the local IAM check")
     negated = "Not" in name
-    actual = next((values for k, values in context.items() if k.lower() == key.lower()), None)
     if actual is None:
         # A key absent from the request: IfExists and negated operators hold, the others do not.
         return if_exists or negated or qualifier == "ForAllValues"
@@ -356,11 +360,21 @@ def _sqs(operation: str, params: dict[str, Any], region: str, account: str) -> l
 def _events(operation: str, params: dict[str, Any], region: str, account: str) -> list[Requested]:
     if operation != "PutEvents":
         raise UnknownRequestError(f"events:{operation}")
-    buses = {str(entry.get("EventBusName") or "default") for entry in params["Entries"]}
+    # One authorisation per bus, with the condition keys the reference lists for PutEvents:
+    # `events:source` and `events:detail-type` are multivalued (ArrayOfString): every source and
+    # detail-type of the call's entries for that bus.
+    by_bus: dict[str, list[dict[str, Any]]] = {}
+    for entry in params["Entries"]:
+        by_bus.setdefault(str(entry.get("EventBusName") or "default"), []).append(entry)
     found = []
-    for bus in sorted(buses):
+    for bus in sorted(by_bus):
         arn = bus if bus.startswith("arn:") else arn_of("events", "event-bus", region, account, EventBusName=bus)
-        found.append(Requested("events:PutEvents", arn))
+        entries = by_bus[bus]
+        context = {
+            "events:source": sorted({str(e.get("Source", "")) for e in entries}),
+            "events:detail-type": sorted({str(e.get("DetailType", "")) for e in entries}),
+        }
+        found.append(Requested("events:PutEvents", arn, context))
     return found
 
 

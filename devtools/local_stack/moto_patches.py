@@ -37,7 +37,7 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefetcher.timestamps import iso
@@ -49,6 +49,7 @@ _document_sizes: dict[str, int] = {}  # name -> bytes of content
 _unregistered: set[str] = set()  # instances whose SSM agent has not registered (yet)
 _rollouts: dict[str, Rollout] = {}  # command id -> its rollout
 _service_changes: list[ServiceChange] = []  # status changes the service made, to be emitted
+_command_ends: list[CommandEnd] = []  # commands that reached a terminal status, to be emitted
 
 DOCUMENT_SIZE_LIMIT = 64 * 1024
 DEFAULT_EXECUTION_TIMEOUT = 3600
@@ -74,6 +75,20 @@ class ServiceChange:
     requested_at: datetime
     status: str
     details: str
+
+
+@dataclass(frozen=True)
+class CommandEnd:
+    """A whole command reached a terminal status (SSM's `EC2 Command Status-change Notification`
+    is still to emit), with what that event carries."""
+
+    command_id: str
+    document_name: str
+    requested_at: datetime
+    expires_after: datetime
+    parameters: dict[str, list[str]]
+    instance_ids: tuple[str, ...]  # named by InstanceIds (empty for tag targets)
+    status: str
 
 
 def _count(value: str, targets: int, *, at_least_one: bool) -> int:
@@ -135,6 +150,7 @@ def reset() -> None:
         _unregistered.clear()
         _rollouts.clear()
         _service_changes.clear()
+        _command_ends.clear()
 
 
 def rollout(command_id: str) -> Rollout:
@@ -396,6 +412,38 @@ def service_changes() -> list[ServiceChange]:
     return changes
 
 
+def _command_ended(command: Any) -> None:
+    # SSM expires a command TimeoutSeconds + executionTimeout after the send (ExpiresAfter).
+    with _lock:
+        state = _rollouts.get(command.command_id)
+    requested = _requested(command)
+    expires = (
+        requested + timedelta(seconds=state.timeout_seconds + state.execution_timeout)
+        if state
+        else command.expires_after
+    )
+    with _lock:
+        _command_ends.append(
+            CommandEnd(
+                command_id=command.command_id,
+                document_name=command.document_name,
+                requested_at=_requested(command),
+                expires_after=expires.replace(tzinfo=UTC) if expires.tzinfo is None else expires,
+                parameters={key: [str(v) for v in values] for key, values in command.parameters.items()},
+                instance_ids=() if command.targets else tuple(command.instance_ids),
+                status=command.status,
+            )
+        )
+
+
+def command_ends() -> list[CommandEnd]:
+    """The commands that reached a terminal status since the last call (their events are to emit)."""
+    with _lock:
+        ends = list(_command_ends)
+        _command_ends.clear()
+    return ends
+
+
 def set_invocation(
     account: str,
     region: str,
@@ -434,10 +482,13 @@ def set_invocation(
             if status_ in TERMINAL:
                 command.completed_count += sign
                 command.error_count += sign * (status_ != "Success")
+        was = command.status
         if command.completed_count >= len(command.invocations):
             command.status = "Success" if command.error_count == 0 else "Failed"
         else:
             command.status = "InProgress"
         command.status_details = command.status
+        if command.status in TERMINAL and was not in TERMINAL:
+            _command_ended(command)
         return
     raise KeyError(f"command {command_id} has no invocation on {instance_id}")

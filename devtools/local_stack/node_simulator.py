@@ -4,7 +4,8 @@ service's side), checks the parameters as the agent does and runs the step (real
 containerd, where a runner for that is given; otherwise it answers as a successful agent would),
 applies the agent's output rules (ssm_agent.py), records the outcome where GetCommandInvocation
 reads it, and emits the status-change events SSM would emit, also for the invocations the
-service ended on its own (access denied, delivery timed out, terminated)."""
+service ended on its own (access denied, delivery timed out, terminated); and, once per command,
+the command's own status-change event when its last invocation ends."""
 
 from __future__ import annotations
 
@@ -132,6 +133,7 @@ class NodeSimulator:
     runner: AgentRunner
     emit_pending: bool = False
     handled: list[tuple[str, str, str]] = field(default_factory=list)  # (command, instance, status)
+    command_events: list[dict[str, Any]] = field(default_factory=list)  # command status events emitted
 
     def _event(
         self, command_id: str, instance_id: str, document: str, requested: datetime, status: str
@@ -159,9 +161,35 @@ class NodeSimulator:
             self.handled.append((change.command_id, change.instance_id, change.status))
         return len(changes)
 
+    def command_event(self, end: moto_patches.CommandEnd) -> dict[str, Any]:
+        """SSM's `EC2 Command Status-change Notification`, in the shape of AWS's sample."""
+        return {
+            "source": "aws.ssm",
+            "detail-type": "EC2 Command Status-change Notification",
+            "resources": [f"arn:aws:ec2:{self.region}:{self.account}:instance/{i}" for i in end.instance_ids],
+            "detail": {
+                "command-id": end.command_id,
+                "document-name": end.document_name,
+                "expire-after": iso(end.expires_after),
+                "parameters": end.parameters,
+                "requested-date-time": iso(end.requested_at),
+                "status": end.status,
+            },
+        }
+
+    def _emit_command_ends(self) -> int:
+        """Once per command, when it reaches a terminal status (after its invocations' events)."""
+        ends = [e for e in moto_patches.command_ends() if e.document_name == self.document_name]
+        for end in ends:
+            event = self.command_event(end)
+            self.put_events(event)
+            self.command_events.append(event)
+        return len(ends)
+
     def step(self) -> int:
         """Run every pending invocation of our document once; returns how many ran or ended."""
         count = self._emit_service_changes()
+        count += self._emit_command_ends()
         declared = moto_patches.document_parameters(self.document_name)
         for invocation in list(moto_patches.pending(self.account, self.region)):
             if invocation.document_name != self.document_name:
@@ -196,4 +224,5 @@ class NodeSimulator:
             self.put_events({**event, "detail": {**event["detail"], "status": report.status}})
             self.handled.append((invocation.command_id, invocation.instance_id, report.status))
             count += 1
-        return count + self._emit_service_changes()
+        count += self._emit_service_changes()
+        return count + self._emit_command_ends()

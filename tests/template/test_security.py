@@ -23,7 +23,7 @@ from tests.helpers import ROOT
 SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
 OPERATIONS = ROOT / "docs" / "operations.md"
-DEAD_LETTER_QUEUES = {"ImagePushDLQ", "AuditDLQ", "NodeJoinDLQ", "FleetCheckDLQ", "EventDeliveryDLQ"}
+DEAD_LETTER_QUEUES = {"ImagePushDLQ", "AuditDLQ", "NodeJoinDLQ", "FleetCheckDLQ", "RolloutDLQ", "EventDeliveryDLQ"}
 SENDING_FUNCTIONS = {"ImagePushFunction", "NodeJoinFunction", "SsmAuditFunction", "FleetCheckFunction"}
 
 

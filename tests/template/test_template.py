@@ -130,3 +130,23 @@ def test_the_join_retry_budget_matches_the_queue():
     waited = sum(delays[min(n, len(delays)) - 1] for n in range(1, attempts))
     assert 12 * 60 <= waited <= 18 * 60
     assert max(delays) <= 43200  # ChangeMessageVisibility's limit
+
+
+def test_the_rollout_events_wait_for_the_audit_within_the_queues_budget():
+    # Given the rollout function's settings and its queue
+    template = load()
+    env = template["Resources"]["RolloutEventsFunction"]["Properties"]["Environment"]["Variables"]
+    queue = template["Resources"]["RolloutQueue"]["Properties"]
+    # Then its last try is the queue's last receive (it emits then, rather than losing the event
+    # to the dead-letter queue), and the grace period ends within the receives' span, as
+    # docs/rollout-events.md says
+    assert int(env["ROLLOUT_MAX_RECEIVES"]) == queue["RedrivePolicy"]["maxReceiveCount"]
+    span = (queue["RedrivePolicy"]["maxReceiveCount"] - 1) * queue["VisibilityTimeout"]
+    assert int(env["ROLLOUT_GRACE_SECONDS"]) <= span
+    # And it matches only the terminal statuses of our document's commands
+    pattern = template["Resources"]["RolloutRule"]["Properties"]["EventPattern"]
+    assert pattern["detail-type"] == ["EC2 Command Status-change Notification"]
+    assert pattern["detail"] == {
+        "document-name": [{"Ref": "PrefetchDocument"}],
+        "status": ["Success", "Failed", "TimedOut", "Cancelled"],
+    }

@@ -85,3 +85,43 @@ def test_an_operator_it_does_not_implement_is_refused_not_guessed():
     statement = {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"IpAddress": {"aws:SourceIp": "1"}}}
     with pytest.raises(iam.UnsupportedPolicyError):
         iam.evaluate([statement], "ssm:ListCommands", "*", {})
+
+
+def test_put_events_is_authorised_on_the_bus_with_every_entrys_source_and_only_our_source_passes():
+    # Given the rollout function's statement: PutEvents on the default bus, only with our source
+    # (events:source is multivalued: ForAllValues, and Null false so that the key must be there)
+    bus = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
+    ours = {
+        "Sid": "PutOurEventsOnTheDefaultBus",
+        "Effect": "Allow",
+        "Action": "events:PutEvents",
+        "Resource": bus,
+        "Condition": {
+            "ForAllValues:StringEquals": {"events:source": "eks-image-prefetcher"},
+            "Null": {"events:source": "false"},
+        },
+    }
+
+    def decide(*sources: str, bus_name: str = "default") -> bool:
+        entries = [{"Source": s, "DetailType": "x", "Detail": "{}", "EventBusName": bus_name} for s in sources]
+        (need,) = requested("events", "PutEvents", {"Entries": entries})
+        return iam.evaluate([ours], need.action, need.resource, need.context).allowed
+
+    # When calls are authorised with the condition keys the reference lists for PutEvents
+    (need,) = requested("events", "PutEvents", {"Entries": [{"Source": "a", "DetailType": "b", "Detail": "{}"}]})
+    assert need.resource == bus
+    assert need.context == {"events:source": ["a"], "events:detail-type": ["b"]}
+    # Then our own source passes, and nothing else: another source, one entry of another source
+    # among ours (as AWS, every value of a multivalued key counts), or another bus
+    assert decide("eks-image-prefetcher", "eks-image-prefetcher")
+    assert not decide("aws.ssm")
+    assert not decide("eks-image-prefetcher", "aws.ssm")
+    assert not decide("eks-image-prefetcher", bus_name="other")
+    # and without the key, ForAllValues alone would hold: Null false is what refuses it
+    assert iam.evaluate(
+        [{**ours, "Condition": {"ForAllValues:StringEquals": ours["Condition"]["ForAllValues:StringEquals"]}}],
+        "events:PutEvents",
+        bus,
+        {},
+    ).allowed
+    assert not iam.evaluate([ours], "events:PutEvents", bus, {}).allowed

@@ -52,7 +52,12 @@ TOP_LEVEL_FIELDS = {
 }
 # AWS's "Scheduled Event" sample (EventBridge user guide, "Creating a rule that runs on a
 # schedule"; the same shape as aws-lambda-rust-runtime's fixture), and our own request's.
-for _name in ("Scheduled Event", "Fleet Check Requested"):
+for _name in (
+    "Scheduled Event",
+    "Fleet Check Requested",
+    "EC2 Command Status-change Notification",
+    "Image Prefetch Rollout Completed",
+):
     TOP_LEVEL_FIELDS[_name] = TOP_LEVEL_FIELDS["ECR Image Action"]
 SOURCES = {
     "Scheduled Event": "aws.events",
@@ -60,6 +65,8 @@ SOURCES = {
     "ECR Image Action": "aws.ecr",
     "EC2 Instance State-change Notification": "aws.ec2",
     "EC2 Command Invocation Status-change Notification": "aws.ssm",
+    "EC2 Command Status-change Notification": "aws.ssm",
+    "Image Prefetch Rollout Completed": "eks-image-prefetcher",
 }
 RAW_EVENT_FILES = [
     "ecr-push-tagged.json",
@@ -75,6 +82,8 @@ RAW_EVENT_FILES = [
     "ssm-invocation-cancelled.json",
     "events-scheduled.json",
     "fleet-check-requested.json",
+    "ssm-command-success.json",
+    "rollout-completed.json",
 ]
 SQS_FILES = [
     "sqs-ssm-invocation-success.json",
@@ -84,6 +93,7 @@ SQS_FILES = [
     "sqs-ec2-terminated.json",
     "sqs-events-scheduled.json",
     "sqs-fleet-check-requested.json",
+    "sqs-ssm-command-success.json",
 ]
 SQS_RECORD_FIELDS = [
     "messageId",
@@ -268,3 +278,54 @@ def test_the_fleet_check_events_parse_into_the_functions_model(name: str) -> Non
     # Then the schedule has an empty detail and the request names its cluster and who asked
     assert parsed.scheduled == (name == "events-scheduled.json")
     assert parsed.detail.clusters == ([] if parsed.scheduled else ["ml-prod"])
+
+
+# AWS's sample of a whole command's status change (Systems Manager's EventBridge examples).
+AWS_COMMAND_SAMPLE = {
+    "version": "0",
+    "id": "51c0891d-0e34-45b1-83d6-95db273d1602",
+    "detail-type": "EC2 Command Status-change Notification",
+    "source": "aws.ssm",
+    "account": "123456789012",
+    "time": "2016-07-10T21:51:32Z",
+    "region": "us-east-1",
+    "resources": ["arn:aws:ec2:us-east-1:123456789012:instance/i-abcd1111"],
+    "detail": {
+        "command-id": "e8d3c0e4-71f7-4491-898f-c9b35bee5f3b",
+        "document-name": "AWS-RunPowerShellScript",
+        "expire-after": "2016-07-14T22:01:30.049Z",
+        "parameters": {"executionTimeout": ["3600"], "commands": ["date"]},
+        "requested-date-time": "2016-07-10T21:51:30.049Z",
+        "status": "Success",
+    },
+}
+
+
+@pytest.mark.parametrize("event", [AWS_COMMAND_SAMPLE, read_json("ssm-command-success.json")], ids=["aws", "ours"])
+def test_command_status_events_have_aws_detail_and_parse_into_the_rollout_model(event: dict[str, Any]) -> None:
+    from prefetcher.events import CommandStatusEvent
+
+    # Given AWS's own sample and ours (our document, tag-targeted: no instance in resources)
+    assert list(event["detail"]) == list(AWS_COMMAND_SAMPLE["detail"])
+    assert all(
+        isinstance(v, list) and all(isinstance(x, str) for x in v) for v in event["detail"]["parameters"].values()
+    )
+    # When RolloutEventsFunction's model reads it
+    parsed = CommandStatusEvent.model_validate(event)
+    # Then what the path uses is there
+    assert parsed.detail.status == "Success"
+    assert parsed.detail.command_id == event["detail"]["command-id"]
+
+
+def test_the_rollout_event_sample_is_valid_against_the_documented_schema() -> None:
+    import jsonschema
+
+    # Given the schema in docs/ and our event's sample
+    schema = json.loads((REPO_ROOT / "docs" / "rollout-event.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    sample = read_json("rollout-completed.json")
+    # Then the sample is valid, and the schema refuses an event of another source or without counts
+    jsonschema.Draft202012Validator(schema).validate(sample)
+    for broken in ({**sample, "source": "aws.ssm"}, {**sample, "detail": {**sample["detail"], "nodes": {}}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.Draft202012Validator(schema).validate(broken)

@@ -25,6 +25,9 @@ Module map (one line each: what it holds):
 - `catch_up`      which live node lacks which current image: send now, wait (backoff), or give up
 - `fleet_check`   the fleet check per cluster: catch-up, silent nodes leaving coverage, inventory,
                   coverage
+- `rollout`       the rollout-events path: a push command that ended becomes one
+                  `Image Prefetch Rollout Completed` event per image (counts, coverage, reasons)
+- `bus`           EventBridge: put this service's own events on the default bus
 - `states`        per-node, per-image states and the updates one status event makes
 - `store`         the audit table, one class per aggregate (store/)
 - `timestamps`    time as the project writes and reads it

@@ -124,6 +124,33 @@ class CommandInvocationEvent(_AwsEvent):
     detail: CommandInvocationDetail
 
 
+# ---- SSM: "EC2 Command Status-change Notification" (the whole command) -------------------
+
+CommandStatus = Literal["Pending", "InProgress", "Success", "Cancelled", "Failed", "TimedOut", "Cancelling"]
+
+
+class CommandStatusDetail(BaseModel):
+    """What the rollout path uses; `expire-after` and `parameters` are in AWS's shape but unused."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, defer_build=True)
+
+    command_id: CommandId = Field(alias="command-id")
+    document_name: DocumentName = Field(alias="document-name")
+    requested_date_time: datetime = Field(alias="requested-date-time")
+    status: CommandStatus
+
+    @field_validator("requested_date_time")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return aware(value)
+
+
+class CommandStatusEvent(_AwsEvent):
+    source: Literal["aws.ssm"]
+    detail_type: Literal["EC2 Command Status-change Notification"] = Field(alias="detail-type")
+    detail: CommandStatusDetail
+
+
 # ---- EC2: "EC2 Instance State-change Notification" ----------------------------------------
 
 InstanceState = Literal["pending", "running", "stopping", "stopped", "shutting-down", "terminated"]
@@ -183,6 +210,7 @@ class FleetCheckEvent(_AwsEvent):
 
 __all__ = [
     "CommandInvocationEvent",
+    "CommandStatusEvent",
     "EcrImageActionEvent",
     "FleetCheckEvent",
     "InstanceStateEvent",

@@ -182,3 +182,15 @@ class FleetCheckSettings(_PullSettings):
     @property
     def backoff_seconds(self) -> tuple[int, ...]:
         return tuple(int(part) for part in self.catch_up_backoff)
+
+
+class RolloutSettings(_Settings):
+    """The rollout events: which document's commands, and how long to wait for the audit."""
+
+    document_name: str = Field(alias="DOCUMENT_NAME", min_length=3, max_length=128)
+    # Seconds after the command ended (its status event's time) during which an event the audit
+    # table has not caught up with is retried; past them it is emitted with what is recorded.
+    grace_seconds: int = Field(900, alias="ROLLOUT_GRACE_SECONDS", ge=0, le=86_400)
+    # The queue's maxReceiveCount (a template test checks they agree): on this receive the event
+    # is emitted with what is recorded, so it is never lost to the dead-letter queue by waiting.
+    max_receives: int = Field(6, alias="ROLLOUT_MAX_RECEIVES", ge=1, le=50)

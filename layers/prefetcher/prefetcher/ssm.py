@@ -179,3 +179,16 @@ def get_invocation(command_id: str, instance_id: str) -> Invocation:
         started_at=parse_api_time(answer.get("ExecutionStartDateTime")),
         finished_at=parse_api_time(answer.get("ExecutionEndDateTime")),
     )
+
+
+def command_target_count(command_id: str) -> int | None:
+    """How many invocations SSM made of a command (`ListCommands` `TargetCount`), or None when
+    SSM does not know the command (older than its 30 days of history)."""
+    try:
+        answer = clients.client("ssm").list_commands(CommandId=command_id)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "InvalidCommandId":
+            return None
+        raise
+    found = answer.get("Commands", [])
+    return int(found[0].get("TargetCount", 0)) if found else None
