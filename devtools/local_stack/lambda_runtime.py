@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import logging
 import os
 import sys
 import threading
@@ -61,6 +62,19 @@ def call_with_timeout(handler: Callable[[Any, Any], Any], event: Any, context: A
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("result")
+
+
+def bind_logs(module: Any, stream: Any) -> None:
+    """Point the module's Powertools loggers at this stack's log. Powertools configures a
+    service's logger once per process: a module loaded again (a second stack in the same process)
+    would otherwise keep writing to the first stack's log, closed by then."""
+    from aws_lambda_powertools import Logger
+
+    for value in vars(module).values():
+        if isinstance(value, Logger):
+            for handler in value.handlers:
+                if isinstance(handler, logging.StreamHandler):
+                    handler.setStream(stream)
 
 
 @dataclass
@@ -145,6 +159,7 @@ class LocalFunction:
             # belong on stderr (as with `sam local invoke`), results on stdout.
             with patched_environ(self.environment()), contextlib.redirect_stdout(self.log):
                 spec.loader.exec_module(module)
+            bind_logs(module, self.log)
             self._module = module
         handler: Callable[[Any, Any], Any] = getattr(self._module, attribute)
         return handler

@@ -196,6 +196,9 @@ class Servers:
     def start(self) -> Servers:
         self.moto.start()
         try:
+            # moto's backends live in this process, not in the server: a second stack started in
+            # the same process (two demos in one pytest run) would see the first one's instances
+            self.reset_moto()
             self.dynamodb.start()
         except BaseException:
             self.moto.stop()

@@ -10,6 +10,8 @@ import io
 import json
 import re
 
+import pytest
+
 from prefetcher_cli import main as cli
 from prefetcher_cli import progress, wait
 
@@ -103,6 +105,8 @@ def test_wait_timeout_names_what_it_was_waiting_for(stack, capsys):
     assert out[-1].split(" ", 1)[1].startswith("timed out after 1s: ml-prod: 0/1 live node(s) hold")
 
 
+# MaxErrors 1: the failure does not stop the rollout, whichever node SSM reaches first
+@pytest.mark.parametrize("stack", [{"MaxErrors": "1"}], indirect=True)
 def test_wait_exits_4_at_once_when_too_many_nodes_failed_for_good(stack):
     # Given two nodes of ml-prod, one of which fails every pull
     fleet = SimulatedFleet(stack)
