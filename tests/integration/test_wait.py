@@ -11,7 +11,6 @@ import json
 import re
 
 import pytest
-
 from prefetcher_cli import main as cli
 from prefetcher_cli import progress, wait
 
