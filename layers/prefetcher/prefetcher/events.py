@@ -102,20 +102,25 @@ InvocationStatus = Literal[
 ]
 
 
-class CommandInvocationDetail(BaseModel):
+class _CommandDetail(BaseModel):
+    """What SSM's two command events share (one invocation, or the whole command)."""
+
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, defer_build=True)
 
     command_id: CommandId = Field(alias="command-id")
     document_name: DocumentName = Field(alias="document-name")
-    # AWS's own sample names a different instance in `resources` than here: this one is right.
-    instance_id: InstanceId = Field(alias="instance-id")
     requested_date_time: datetime = Field(alias="requested-date-time")
-    status: InvocationStatus
 
     @field_validator("requested_date_time")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
         return aware(value)
+
+
+class CommandInvocationDetail(_CommandDetail):
+    # AWS's own sample names a different instance in `resources` than here: this one is right.
+    instance_id: InstanceId = Field(alias="instance-id")
+    status: InvocationStatus
 
 
 class CommandInvocationEvent(_AwsEvent):
@@ -129,20 +134,10 @@ class CommandInvocationEvent(_AwsEvent):
 CommandStatus = Literal["Pending", "InProgress", "Success", "Cancelled", "Failed", "TimedOut", "Cancelling"]
 
 
-class CommandStatusDetail(BaseModel):
+class CommandStatusDetail(_CommandDetail):
     """What the rollout path uses; `expire-after` and `parameters` are in AWS's shape but unused."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, defer_build=True)
-
-    command_id: CommandId = Field(alias="command-id")
-    document_name: DocumentName = Field(alias="document-name")
-    requested_date_time: datetime = Field(alias="requested-date-time")
     status: CommandStatus
-
-    @field_validator("requested_date_time")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        return aware(value)
 
 
 class CommandStatusEvent(_AwsEvent):
