@@ -74,7 +74,8 @@ def bind_logs(module: Any, stream: Any) -> None:
         if isinstance(value, Logger):
             for handler in value.handlers:
                 if isinstance(handler, logging.StreamHandler):
-                    handler.setStream(stream)
+                    with handler.lock or contextlib.nullcontext():
+                        handler.stream = stream  # not setStream: it flushes the old stream, closed by now
 
 
 @dataclass
