@@ -177,13 +177,9 @@ ROLLOUT_PATTERN = {"source": ["eks-image-prefetcher"], "detail-type": ["Image Pr
 def pipeline_queue(stack: LocalStack) -> str:
     """What a pipeline would deploy: a rule with the documented pattern (docs/rollout-events.md)
     and a queue as its target, standing in for a pipeline's trigger."""
-    sqs, events = stack.client("sqs"), stack.client("events")
-    url = sqs.create_queue(QueueName="demo-pipeline-trigger")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name="demo-deploy-when-warm", EventPattern=json.dumps(ROLLOUT_PATTERN), State="ENABLED")
-    events.put_targets(Rule="demo-deploy-when-warm", Targets=[{"Id": "pipeline", "Arn": arn}])
-    print(f"    rule demo-deploy-when-warm {json.dumps(ROLLOUT_PATTERN)} -> queue demo-pipeline-trigger")
-    return str(url)
+    url = stack.queue_rule("demo-deploy-when-warm", ROLLOUT_PATTERN)
+    print(f"    rule demo-deploy-when-warm {json.dumps(ROLLOUT_PATTERN)} -> queue demo-deploy-when-warm")
+    return url
 
 
 def wait_until_warm(table: str, image: ImageRef) -> int:
@@ -225,12 +221,13 @@ def push_the_image(stack: LocalStack, simulator: NodeSimulator, event: dict[str,
     show(table, "status", image)
 
 
-def report_iam() -> None:
-    """How many of the functions' AWS calls the roles SAM generates allowed (all, or the demo
-    says which were refused, as AWS would have refused them)."""
+def report_iam(since: iam.Ledger) -> None:
+    """How many of the functions' AWS calls (since the demo started) the roles SAM generates
+    allowed (all, or the demo says which were refused, as AWS would have refused them)."""
     say("IAM: each function's calls, checked against the role SAM generates for it")
-    for function in sorted({call.function for call in iam.calls}):
-        mine = [call for call in iam.calls if call.function == function]
+    calls = since.recorded()
+    for function in sorted({call.function for call in calls}):
+        mine = [call for call in calls if call.function == function]
         denied = [call for call in mine if not call.allowed]
         actions = len({call.action for call in mine})
         print(f"    {function:<18} {len(mine):>4} calls, {actions} actions, {len(denied)} denied")
@@ -242,6 +239,8 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
     log_path = log_path or ROOT / ".local" / "demo-functions.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     say("starting the local stack: DynamoDB Local (Java) and moto (EC2, SSM, SQS, EventBridge)")
+    demo_calls = iam.Ledger()  # the calls of this demo, not of whatever ran before in this process
+    demo_calls.mark()
     servers = Servers().start()
     saved = dict(os.environ)
     nodes = None
@@ -282,7 +281,7 @@ def run_demo(real_pulls: str = "auto", log_path: Path | None = None) -> int:
             pushed = pushed_image(event)
             evict(runner, nodes, joined, pushed)
             heal(stack, simulator, table, joined, pushed)
-            report_iam()
+            report_iam(demo_calls)
             code = wait_until_warm(table, pushed)
             show_rollout_events(stack, trigger)
         return code

@@ -508,6 +508,10 @@ class Ledger:
         with _lock:
             self.start = len(calls)
 
+    def recorded(self) -> list[Call]:
+        with _lock:
+            return calls[self.start :]
+
     def violations(self) -> list[Call]:
         with _lock:
             return [c for i, c in enumerate(calls[self.start :], self.start) if not c.allowed and i not in _waived]

@@ -268,6 +268,16 @@ class LocalStack:
     def function_env(self, logical_id: str) -> dict[str, str]:
         return self.functions[logical_id].environment()
 
+    def queue_rule(self, name: str, pattern: dict[str, Any]) -> str:
+        """A rule on the default bus with `pattern` whose target is a new queue `name` (what a
+        pipeline's trigger stands in for locally); returns the queue's URL."""
+        sqs, events = self.client("sqs"), self.client("events")
+        url: str = sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")
+        events.put_targets(Rule=name, Targets=[{"Id": "pipeline", "Arn": arn}])
+        return url
+
     def put_events(self, *events: dict[str, Any]) -> None:
         """Send events as AWS services would (to the default bus, through the rules)."""
         entries = []

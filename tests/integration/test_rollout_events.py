@@ -29,12 +29,7 @@ REASON = "pull failed: 401 Unauthorized from the registry"
 
 def subscribe(stack: Any, pattern: dict[str, Any] = PATTERN) -> str:
     """A pipeline's rule on the default bus with `pattern`, its target a queue: the queue's URL."""
-    sqs, events = stack.client("sqs"), stack.client("events")
-    name = f"{stack.name}-pipeline"
-    url: str = sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")
-    events.put_targets(Rule=name, Targets=[{"Id": "pipeline", "Arn": arn}])
+    url: str = stack.queue_rule(f"{stack.name}-pipeline", pattern)
     return url
 
 
